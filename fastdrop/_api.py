@@ -1,0 +1,417 @@
+"""fastdrop's public functions: argument checking, stream bookkeeping, and one kernel call.
+
+Every argument is checked here, before anything is drawn or written, so a refused call leaves
+x, dy, out= and the stream exactly as they were.  The arithmetic itself is done by an *engine*:
+the compiled C core for fastdrop's own functions, pure NumPy for fastdrop.reference, which
+reuses this front end so that the two differ only where they are meant to.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+import os
+import warnings
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+from fastdrop import _core
+from fastdrop._stream import (BLOCK_LIMIT, MODES, DropoutMask, Stream, blocks_for, check_seed,
+                              packed_nbytes, scale_for, threshold_for)
+
+STORES = ("seed", "bits")
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# An engine computes out = kept ? src * scale : 0 for a mask that draws (training, keep_prob < 1):
+# engine(forward, src, out, mask, scale).  forward=True draws the decisions and fills mask.bits
+# when it is an array; forward=False reads mask.bits when present and regenerates otherwise.
+Engine = Callable[[bool, np.ndarray, np.ndarray, DropoutMask, float], None]
+
+
+def shared_flags(mask: DropoutMask) -> np.ndarray:
+    """One uint8 flag per axis: 1 where one decision is broadcast along the axis."""
+    return np.array([m != n for n, m in zip(mask.shape, mask.mask_shape)], dtype=np.uint8)
+
+
+def _compiled_engine(forward, src, out, mask, scale):
+    _core.apply(forward, src, out, shared_flags(mask), mask.seed, mask.subsequence, mask.start,
+                threshold_for(mask.keep_prob), False, scale, mask.bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: each names the argument and the valid range.
+# ---------------------------------------------------------------------------------------------
+
+def _check_array(name: str, a) -> None:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in SUPPORTED_DTYPES:
+        if a.dtype.kind == "f" and not a.dtype.isnative:
+            raise ValueError(
+                f"{name} has non-native byte order ({a.dtype.str}); convert it first, "
+                f"e.g. {name}.astype({name}.dtype.newbyteorder('='))")
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its {a.dtype.itemsize}-byte items; "
+                         "copy it into an aligned array first")
+
+
+def _check_out(out, like: np.ndarray, like_name: str) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    if out.dtype != like.dtype:
+        raise TypeError(f"out must have the dtype of {like_name} ({like.dtype}), got {out.dtype}")
+    if out.shape != like.shape:
+        raise ValueError(f"out must have the shape of {like_name} {like.shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not out.flags.aligned:
+        raise ValueError("out is not aligned to its items")
+    if out is like or not np.may_share_memory(out, like):
+        return
+    same_view = (out.__array_interface__["data"][0] == like.__array_interface__["data"][0]
+                 and out.strides == like.strides)
+    if not same_view and np.shares_memory(out, like):
+        raise ValueError(f"out overlaps {like_name} without being the same view of it; pass "
+                         f"out={like_name} to work in place, or an array of its own")
+
+
+def _check_keep_prob(keep_prob) -> float:
+    if isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
+        raise TypeError(f"keep_prob must be a real number in (0, 1], got {keep_prob!r}")
+    q = float(keep_prob)
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {q}")
+    if threshold_for(q) == 0:
+        raise ValueError(f"keep_prob must be at least 2**-32 (the resolution of the decisions), "
+                         f"got {q}")
+    return q
+
+
+def _check_choice(name: str, value, choices: tuple) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def _check_training(training) -> bool:
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"training must be True or False, got {training!r}")
+    return bool(training)
+
+
+def _check_shared_axes(shared_axes, ndim: int) -> tuple:
+    if shared_axes is None:
+        return ()
+    items = (shared_axes,) if isinstance(shared_axes, (numbers.Integral, np.integer)) else shared_axes
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"shared_axes must be None, an int or a tuple of ints, got "
+                        f"{type(shared_axes).__name__}") from None
+    axes = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"shared_axes entries must be ints, got {item!r}")
+        try:
+            axis = operator.index(item)
+        except TypeError:
+            raise TypeError(f"shared_axes entries must be ints, got {item!r}") from None
+        if not -ndim <= axis < ndim:
+            raise ValueError(f"shared_axes entry {axis} is out of range for an array of {ndim} "
+                             f"dimensions (valid: {-ndim} to {ndim - 1})")
+        axis %= ndim
+        if axis in axes:
+            raise ValueError(f"shared_axes names axis {axis} more than once: {items!r}")
+        axes.append(axis)
+    return tuple(sorted(axes))
+
+
+def _check_stream(seed, stream):
+    if seed is not None and stream is not None:
+        raise ValueError("give seed= (stateless) or stream= (advancing), not both")
+    if stream is not None and not isinstance(stream, Stream):
+        raise TypeError(f"stream must be a fastdrop.Stream, got {type(stream).__name__}")
+    return None if seed is None else check_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The calls
+# ---------------------------------------------------------------------------------------------
+
+def _pass_through(src: np.ndarray, factor: Optional[float], out):
+    """src itself (or a copy into out) when factor is None, else src * factor rounded to the
+    dtype: the calls that draw nothing."""
+    if factor is None:
+        if out is None or out is src:
+            return src
+        np.copyto(out, src)
+        return out
+    return np.multiply(src, src.dtype.type(factor), out=out)
+
+
+def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, stream, out, store):
+    _check_array("x", x)
+    q = _check_keep_prob(keep_prob)
+    _check_choice("mode", mode, MODES)
+    _check_choice("store", store, STORES)
+    training = _check_training(training)
+    axes = _check_shared_axes(shared_axes, x.ndim)
+    seed = _check_stream(seed, stream)
+    if out is not None:
+        _check_out(out, x, "x")
+    mask_shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
+
+    if not training:
+        mask = DropoutMask(x.shape, mask_shape, q, mode, False)
+        return _pass_through(x, q if mode == "classic" else None, out), mask
+
+    size = int(np.prod(mask_shape, dtype=object))
+    blocks = blocks_for(size)
+    if seed is not None:
+        if blocks > BLOCK_LIMIT:
+            raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
+        subsequence, start = 0, 0
+    else:
+        stream = stream if stream is not None else _default_stream
+        start = stream.reserve(blocks)
+        seed, subsequence = stream.seed, stream.subsequence
+    bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
+    mask = DropoutMask(x.shape, mask_shape, q, mode, True, seed, subsequence, start, bits)
+    if q == 1.0:
+        if bits is not None:
+            bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
+        return _pass_through(x, None, out), mask
+    if out is None:
+        out = np.empty_like(x)
+    engine(True, x, out, mask, scale_for(q, mode, x.dtype))
+    return out, mask
+
+
+def backward(engine: Engine, dy, mask, out):
+    _check_array("dy", dy)
+    if not isinstance(mask, DropoutMask):
+        raise TypeError(f"mask must be the DropoutMask returned by dropout, got "
+                        f"{type(mask).__name__}")
+    if dy.shape != mask.shape:
+        raise ValueError(f"dy has shape {dy.shape} but the mask was made for shape {mask.shape}")
+    if out is not None:
+        _check_out(out, dy, "dy")
+    if not mask.draws:
+        # Evaluation is y = x (inverted) or y = q*x (classic); keep_prob = 1 trains as y = x.
+        classic_eval = mask.mode == "classic" and not mask.training
+        return _pass_through(dy, mask.keep_prob if classic_eval else None, out)
+    if out is None:
+        out = np.empty_like(dy)
+    engine(False, dy, out, mask, scale_for(mask.keep_prob, mask.mode, dy.dtype))
+    return out
+
+
+def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str = "inverted",
+            shared_axes=None, seed: Optional[int] = None, stream: Optional[Stream] = None,
+            out: Optional[np.ndarray] = None, store: str = "seed") -> Tuple[np.ndarray, DropoutMask]:
+    """Dropout forward: keep each unit with probability keep_prob, zero the rest.
+
+    One pass over memory in compiled code: the random decisions, the select and the scaling
+    are fused, with no temporary array of the input's size.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        float32 or float64, any shape (0-d and empty included) and any strides.
+    keep_prob : float
+        Probability q that a unit is kept, in (0, 1] (at least 2**-32).  The 2014 paper calls
+        it p; PyTorch's p is the drop probability 1 - q.
+    training : bool, optional
+        False is evaluation mode: nothing is drawn and the stream does not move.
+    mode : {"inverted", "classic"}, optional
+        "inverted" (default): y = m * x / q in training, y = x in evaluation.
+        "classic" (the 2014 paper): y = m * x in training, y = q * x in evaluation.
+    shared_axes : int or tuple of int, optional
+        Axes along which one decision is broadcast: ``0`` shares one mask across the batch of
+        an (N, D) array, ``(2, 3)`` drops whole channels of an (N, C, H, W) array, the time
+        axis gives the same mask at every step.  Only the mask's own elements are drawn.
+    seed : int, optional
+        Stateless call: start at block 0 of this 64-bit seed, so the same seed and shape always
+        give the same mask.  Excludes `stream`.
+    stream : Stream, optional
+        Draw from this stream and advance it.  With neither seed nor stream, the module's
+        default stream (see `manual_seed`) is used.
+    out : numpy.ndarray, optional
+        Where to write y: same shape and dtype as x; ``out=x`` works in place.
+    store : {"seed", "bits"}, optional
+        "seed" (default) keeps only the stream coordinates in the mask, and backward
+        regenerates the decisions; "bits" also stores them packed one bit each.
+
+    Returns
+    -------
+    y : numpy.ndarray
+        The output (`out` when given).  When nothing is dropped (evaluation with "inverted",
+        or keep_prob = 1) and `out` is None, y is x itself, not a copy.
+    mask : DropoutMask
+        What `dropout_backward` needs.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For any invalid argument; nothing is written and the stream does not move.
+    OverflowError
+        When the stream has too few blocks left.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdrop
+    >>> a = np.ones((2, 4), dtype=np.float32)
+    >>> y, mask = fastdrop.dropout(a, 0.5, seed=0)
+    >>> sorted(set(y.ravel().tolist())) in ([0.0, 2.0], [2.0], [0.0])
+    True
+    >>> dy = fastdrop.dropout_backward(np.ones_like(a), mask)
+    >>> bool(np.array_equal(dy, y))
+    True
+    """
+    return forward(_compiled_engine, x, keep_prob, training, mode, shared_axes, seed, stream, out,
+                   store)
+
+
+def dropout_backward(dy: np.ndarray, mask: DropoutMask, *,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Dropout backward: the gradient through the forward call that returned `mask`.
+
+    dx = m * dy / q (inverted) or m * dy (classic), with the decisions regenerated from the
+    mask's stream coordinates or read from its stored bits.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        Gradient of the loss with respect to the forward output: the forward's shape, float32
+        or float64 (it need not match the forward's dtype), any strides.
+    mask : DropoutMask
+        The mask returned by `dropout`.
+    out : numpy.ndarray, optional
+        Where to write dx; ``out=dy`` works in place.
+
+    Returns
+    -------
+    numpy.ndarray
+        dx (`out` when given; dy itself when the forward dropped nothing and `out` is None).
+    """
+    return backward(_compiled_engine, dy, mask, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Module state: the default stream and the thread count
+# ---------------------------------------------------------------------------------------------
+
+_default_stream = Stream()
+
+
+def default_stream() -> Stream:
+    """The stream used by calls given neither seed= nor stream=."""
+    return _default_stream
+
+
+def manual_seed(seed: int) -> None:
+    """Restart the default stream at block 0 of `seed` (subsequence 0)."""
+    _default_stream.manual_seed(seed)
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads the kernels may use for large arrays (small ones use one).
+
+    Results are bit-identical for every thread count.
+    """
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (numbers.Integral, np.integer)):
+        raise TypeError(f"n must be a positive int, got {n!r}")
+    if not 1 <= n <= 4096:
+        raise ValueError(f"n must be in [1, 4096], got {n}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """The number of threads the kernels may use."""
+    return _core.get_num_threads()
+
+
+def _threads_from_environment() -> None:
+    value = os.environ.get("FASTDROP_NUM_THREADS")
+    if not value:
+        return
+    try:
+        set_num_threads(int(value))
+    except (TypeError, ValueError) as error:
+        warnings.warn(f"ignoring FASTDROP_NUM_THREADS={value!r}: {error}", stacklevel=2)
+
+
+_threads_from_environment()
+
+
+class Dropout:
+    """A dropout layer in the style of course code: ``forward``/``__call__``, ``backward``,
+    ``train()``/``eval()``.
+
+    Parameters
+    ----------
+    keep_prob : float
+        Probability that a unit is kept, in (0, 1].
+    mode, shared_axes, store
+        As for `dropout`.
+    seed : int, optional
+        Seed of the layer's own stream.  None spawns the layer's stream from the default
+        stream, so ``fastdrop.manual_seed(s)`` before building a network makes it reproducible.
+    subsequence : int, optional
+        Subsequence of the layer's stream (e.g. the process rank).
+
+    Examples
+    --------
+    >>> import numpy as np, fastdrop
+    >>> layer = fastdrop.Dropout(0.8, seed=1)
+    >>> a = np.ones((3, 5))
+    >>> y = layer(a)               # training: a random 20 % of units zeroed, the rest / 0.8
+    >>> dx = layer.backward(np.ones_like(a))
+    >>> bool(np.array_equal(dx, y))
+    True
+    >>> bool(np.array_equal(layer.eval()(a), a))
+    True
+    """
+
+    def __init__(self, keep_prob: float, *, mode: str = "inverted", shared_axes=None,
+                 seed: Optional[int] = None, subsequence: int = 0, store: str = "seed") -> None:
+        self.keep_prob = _check_keep_prob(keep_prob)
+        self.mode = _check_choice("mode", mode, MODES)
+        self.store = _check_choice("store", store, STORES)
+        self.shared_axes = shared_axes
+        if seed is None:
+            self.stream = _default_stream.spawn(subsequence)
+        else:
+            self.stream = Stream(seed, subsequence)
+        self.training = True
+        self.mask: Optional[DropoutMask] = None
+
+    def forward(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """y for x; keeps the mask for `backward`."""
+        y, self.mask = dropout(x, self.keep_prob, training=self.training, mode=self.mode,
+                               shared_axes=self.shared_axes, stream=self.stream, out=out,
+                               store=self.store)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """dx for the last forward call."""
+        if self.mask is None:
+            raise RuntimeError("backward called before any forward call")
+        return dropout_backward(dy, self.mask, out=out)
+
+    def train(self, mode: bool = True) -> "Dropout":
+        """Switch to training (mode=True) or evaluation; returns the layer."""
+        self.training = _check_training(mode)
+        return self
+
+    def eval(self) -> "Dropout":
+        """Switch to evaluation mode: y = x (inverted) or q * x (classic)."""
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        return (f"Dropout(keep_prob={self.keep_prob}, mode={self.mode!r}, "
+                f"shared_axes={self.shared_axes!r}, store={self.store!r}, "
+                f"training={self.training}, stream={self.stream!r})")

@@ -1,0 +1,405 @@
+/*
+ * fastdrop's fused dropout kernels.  See fd_dropout.h for the contract and SPEC §3 for the
+ * stream; this file is about how the work is laid out.
+ *
+ * The work is cut into tiles of consecutive decisions (a range of the C-order mask index j).
+ * A tile draws its decisions once into a small bit buffer that stays in L1, then applies them to
+ * every element they govern: one pass over memory, no array of size n on the side, and a
+ * decision shared by many elements (shared axes) is drawn once, not once per element.  Because a
+ * decision is a pure function of j, tiles are independent: threads may take them in any order
+ * and the result is bit-identical for every thread count.  Tiles start at multiples of 8
+ * decisions, so each tile owns whole bytes of a stored bit mask and threads never write the same
+ * byte.
+ */
+#include "fd_dropout.h"
+
+#include <string.h>
+
+#include "fd_philox.h"
+
+#if FD_USE_OPENMP
+#include <omp.h>
+#endif
+
+/* Largest tile, in decisions: its bit buffer (512 bytes) stays in L1 next to the data. */
+#define FD_TILE_MAX_DECISIONS 4096
+/* A tile should govern about this many elements, so that a tile's fixed costs stay small when
+ * each decision is broadcast over many elements (channel dropout) and the tiles still outnumber
+ * the threads. */
+#define FD_TILE_TARGET_ELEMENTS 16384
+/* Calls smaller than this run on the calling thread: waking a thread team costs microseconds,
+ * more than the whole work of a small call. */
+#define FD_PARALLEL_MIN_ELEMENTS 65536
+
+/* ------------------------------------------------------------------------------------------ */
+/* Decisions                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The refinement draw g_d of SPEC §3 for d = 8 * start + j: the low 16 bits of word d % 4 of
+ * block d / 4 of subsequence 2**63 + subsequence.  d / 4 = 2 * start + j / 4 can pass 2**64;
+ * the 128-bit counter then carries into its high words, as 128-bit arithmetic would. */
+static uint32_t refinement_draw(const fd_params *p, fd_philox_key key, uint64_t j)
+{
+    uint64_t doubled = p->start << 1;
+    uint64_t carry = p->start >> 63;
+    uint64_t block_low = doubled + j / 4;
+    carry += block_low < doubled;
+    uint64_t block_high = p->subsequence + (UINT64_C(1) << 63) + carry;
+    uint32_t words[4];
+    fd_philox_block(fd_philox_counter_make(block_low, block_high), key, words);
+    return words[j % 4] & 0xffffu;
+}
+
+/* Packs decisions [j0, j0 + count) into bits (bit i % 8 of byte i / 8 for decision j0 + i); j0 is
+ * a multiple of 8.  The high bits of the last byte past `count` are zero. */
+static void decide_range(const fd_params *p, uint64_t j0, uint64_t count, uint8_t *bits)
+{
+    uint64_t nbytes = (count + 7) / 8;
+    if (p->keep_all) {
+        memset(bits, 0xff, (size_t)nbytes);
+    } else {
+        fd_philox_key key = fd_philox_key_from_seed(p->seed);
+        uint32_t t_hi = p->threshold >> 16;
+        uint32_t t_lo = p->threshold & 0xffffu;
+        for (uint64_t b = 0; b < nbytes; b++) {
+            uint64_t j_block = j0 + 8 * b;
+            uint32_t words[4];
+            fd_philox_block(fd_philox_counter_make(p->start + j_block / 8, p->subsequence), key,
+                            words);
+            uint8_t byte = 0;
+            for (int half = 0; half < 8; half++) {
+                uint32_t h = (words[half / 2] >> (16 * (half % 2))) & 0xffffu;
+                /* h == t_hi happens once in 65536 decisions: only then are 16 more bits drawn,
+                 * which makes the keep probability exactly T / 2**32. */
+                int keep = h < t_hi || (h == t_hi && refinement_draw(p, key, j_block + half) < t_lo);
+                byte |= (uint8_t)(keep << half);
+            }
+            bits[b] = byte;
+        }
+    }
+    if (count % 8)
+        bits[nbytes - 1] &= (uint8_t)((1u << (count % 8)) - 1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rows: the innermost loop                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Applies decisions to n elements spaced by the given byte strides.  With per_element, element i
+ * takes decision bit bit0 + i; otherwise all n take bit bit0 (a shared axis). */
+typedef void (*row_fn)(const char *in, ptrdiff_t in_stride, char *out, ptrdiff_t out_stride,
+                       ptrdiff_t n, const uint8_t *bits, uint64_t bit0, int per_element,
+                       double scale);
+
+#define FD_BIT(bits, i) (((bits)[(i) >> 3] >> ((i) & 7)) & 1u)
+
+/* One definition per dtype: dropped elements are a select of +0.0, never a multiply, so a
+ * dropped NaN or Inf does not survive (SPEC §2). */
+#define FD_DEFINE_ROW(suffix, type)                                                            \
+    static void apply_row_##suffix(const char *in, ptrdiff_t in_stride, char *out,             \
+                                   ptrdiff_t out_stride, ptrdiff_t n, const uint8_t *bits,     \
+                                   uint64_t bit0, int per_element, double scale)               \
+    {                                                                                          \
+        const type s = (type)scale;                                                            \
+        if (per_element) {                                                                     \
+            for (ptrdiff_t i = 0; i < n; i++) {                                                \
+                type v = *(const type *)(in + i * in_stride);                                  \
+                *(type *)(out + i * out_stride) = FD_BIT(bits, bit0 + (uint64_t)i) ? v * s     \
+                                                                                   : (type)0;  \
+            }                                                                                  \
+        } else if (FD_BIT(bits, bit0)) {                                                       \
+            for (ptrdiff_t i = 0; i < n; i++)                                                  \
+                *(type *)(out + i * out_stride) = *(const type *)(in + i * in_stride) * s;     \
+        } else {                                                                               \
+            for (ptrdiff_t i = 0; i < n; i++)                                                  \
+                *(type *)(out + i * out_stride) = (type)0;                                     \
+        }                                                                                      \
+    }
+
+FD_DEFINE_ROW(f32, float)
+FD_DEFINE_ROW(f64, double)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Layout                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The array reduced to the axes that matter: extent-1 axes dropped (they never change an index),
+ * neighbours merged where memory and the mask allow, and a leading axis of extent 1 added when
+ * no axis is left with its own decisions, so that there is always one. */
+typedef struct layout {
+    int nax;
+    ptrdiff_t size[FD_MAX_NDIM + 1];
+    ptrdiff_t in_st[FD_MAX_NDIM + 1];
+    ptrdiff_t out_st[FD_MAX_NDIM + 1];
+    uint8_t shared[FD_MAX_NDIM + 1];
+    int mask_inner;          /* the innermost axis with its own decisions */
+    uint64_t mask_size;      /* number of decisions */
+    uint64_t elements;       /* number of elements; 0 for an empty array */
+} layout;
+
+static void layout_build(const fd_params *p, layout *L)
+{
+    L->nax = 0;
+    L->elements = 1;
+    L->mask_size = 1;
+    for (int k = 0; k < p->ndim; k++) {
+        ptrdiff_t n = p->shape[k];
+        int shared = p->shared_axes[k] != 0;
+        L->elements *= (uint64_t)n;
+        if (!shared)
+            L->mask_size *= (uint64_t)n;
+        if (n == 1)
+            continue;
+        int last = L->nax - 1;
+        /* Two neighbours merge when stepping the outer one equals stepping the inner one across
+         * its whole extent, in both arrays, and both are shared or both are not: then the merged
+         * axis visits the same elements with the same C-order decision indices. */
+        if (last >= 0 && L->shared[last] == shared && L->in_st[last] == p->in_strides[k] * n &&
+            L->out_st[last] == p->out_strides[k] * n) {
+            L->size[last] *= n;
+            L->in_st[last] = p->in_strides[k];
+            L->out_st[last] = p->out_strides[k];
+            continue;
+        }
+        L->size[L->nax] = n;
+        L->in_st[L->nax] = p->in_strides[k];
+        L->out_st[L->nax] = p->out_strides[k];
+        L->shared[L->nax] = (uint8_t)shared;
+        L->nax++;
+    }
+    L->mask_inner = -1;
+    for (int k = L->nax - 1; k >= 0 && L->mask_inner < 0; k--)
+        if (!L->shared[k])
+            L->mask_inner = k;
+    if (L->mask_inner < 0) {
+        memmove(L->size + 1, L->size, sizeof(ptrdiff_t) * (size_t)L->nax);
+        memmove(L->in_st + 1, L->in_st, sizeof(ptrdiff_t) * (size_t)L->nax);
+        memmove(L->out_st + 1, L->out_st, sizeof(ptrdiff_t) * (size_t)L->nax);
+        memmove(L->shared + 1, L->shared, (size_t)L->nax);
+        L->size[0] = 1;
+        L->in_st[0] = 0;
+        L->out_st[0] = 0;
+        L->shared[0] = 0;
+        L->mask_inner = 0;
+        L->nax++;
+    }
+}
+
+/* Decisions per tile: a multiple of 8, at most FD_TILE_MAX_DECISIONS, and about
+ * FD_TILE_TARGET_ELEMENTS elements' worth. */
+static uint64_t tile_decisions(const layout *L)
+{
+    uint64_t per_decision = L->elements / L->mask_size;
+    uint64_t want = (FD_TILE_TARGET_ELEMENTS + per_decision - 1) / per_decision;
+    want = (want + 7) / 8 * 8;
+    return want < FD_TILE_MAX_DECISIONS ? want : FD_TILE_MAX_DECISIONS;
+}
+
+/* Applies the decisions of one segment, a run [a, a + len) of the innermost decision axis with the
+ * outer decision axes fixed, to all the elements it governs: the sub-box spanned by the run and
+ * every shared axis, walked in the array's own axis order so that memory is read in order. */
+static void apply_segment(const layout *L, row_fn row, double scale, const char *in, char *out,
+                          ptrdiff_t len, const uint8_t *bits, uint64_t bit0)
+{
+    int axes[FD_MAX_NDIM + 1];
+    int nsub = 0;
+    for (int k = 0; k < L->nax; k++)
+        if (L->shared[k] || k == L->mask_inner)
+            axes[nsub++] = k;
+    ptrdiff_t size[FD_MAX_NDIM + 1];
+    for (int s = 0; s < nsub; s++)
+        size[s] = axes[s] == L->mask_inner ? len : L->size[axes[s]];
+
+    int last = axes[nsub - 1];
+    int last_per_element = last == L->mask_inner;
+    ptrdiff_t index[FD_MAX_NDIM + 1] = {0};
+    for (;;) {
+        ptrdiff_t in_off = 0, out_off = 0;
+        uint64_t bit = bit0;
+        for (int s = 0; s < nsub - 1; s++) {
+            in_off += index[s] * L->in_st[axes[s]];
+            out_off += index[s] * L->out_st[axes[s]];
+            if (axes[s] == L->mask_inner)
+                bit += (uint64_t)index[s];
+        }
+        row(in + in_off, L->in_st[last], out + out_off, L->out_st[last], size[nsub - 1], bits, bit,
+            last_per_element, scale);
+        int s = nsub - 2;
+        while (s >= 0 && ++index[s] == size[s])
+            index[s--] = 0;
+        if (s < 0)
+            return;
+    }
+}
+
+/* Runs one tile: decisions [j0, j0 + count). */
+static void run_tile(const fd_params *p, const layout *L, row_fn row, const char *in, char *out,
+                     const uint8_t *bits_in, uint8_t *bits_out, uint64_t j0, uint64_t count)
+{
+    uint8_t local[FD_TILE_MAX_DECISIONS / 8];
+    const uint8_t *bits = local;
+    if (bits_in)
+        bits = bits_in + j0 / 8;
+    else
+        decide_range(p, j0, count, local);
+    if (bits_out)
+        memcpy(bits_out + j0 / 8, local, (size_t)((count + 7) / 8));
+
+    /* The multi-index of decision j0 over the decision axes, innermost last. */
+    ptrdiff_t index[FD_MAX_NDIM + 1];
+    uint64_t rest = j0;
+    for (int k = L->nax - 1; k >= 0; k--) {
+        if (L->shared[k])
+            continue;
+        index[k] = (ptrdiff_t)(rest % (uint64_t)L->size[k]);
+        rest /= (uint64_t)L->size[k];
+    }
+    uint64_t done = 0;
+    while (done < count) {
+        ptrdiff_t in_off = 0, out_off = 0;
+        for (int k = 0; k < L->nax; k++) {
+            if (L->shared[k])
+                continue;
+            in_off += index[k] * L->in_st[k];
+            out_off += index[k] * L->out_st[k];
+        }
+        int inner = L->mask_inner;
+        uint64_t len = (uint64_t)(L->size[inner] - index[inner]);
+        if (len > count - done)
+            len = count - done;
+        apply_segment(L, row, p->scale, in + in_off, out + out_off, (ptrdiff_t)len, bits, done);
+        done += len;
+        /* Step to the next row of the innermost decision axis. */
+        index[inner] = 0;
+        for (int k = inner - 1; k >= 0; k--) {
+            if (L->shared[k])
+                continue;
+            if (++index[k] < L->size[k])
+                break;
+            index[k] = 0;
+        }
+    }
+}
+
+static fd_status check_params(const fd_params *p, const layout *L)
+{
+    if (!p->keep_all && p->threshold == 0)
+        return FD_ERR_THRESHOLD;
+    uint64_t blocks = (L->mask_size + 7) / 8;
+    if (blocks > 0 && p->start > UINT64_MAX - (blocks - 1))
+        return FD_ERR_STREAM;
+    return FD_OK;
+}
+
+static int effective_threads(const fd_params *p, uint64_t elements, uint64_t tiles)
+{
+    int threads = p->num_threads;
+    if (elements < FD_PARALLEL_MIN_ELEMENTS || threads < 1)
+        threads = 1;
+    if ((uint64_t)threads > tiles)
+        threads = (int)tiles;
+    return threads;
+}
+
+static fd_status run(const fd_params *p, row_fn row, const char *in, char *out,
+                     const uint8_t *bits_in, uint8_t *bits_out)
+{
+    if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
+        return FD_ERR_NDIM;
+    layout L;
+    layout_build(p, &L);
+    fd_status status = check_params(p, &L);
+    if (status != FD_OK)
+        return status;
+    if (L.elements == 0) {
+        /* Nothing to write, but a stored mask still records the decisions of the mask shape. */
+        return bits_out ? fd_mask_generate(p, bits_out) : FD_OK;
+    }
+    uint64_t tile = tile_decisions(&L);
+    int64_t tiles = (int64_t)((L.mask_size + tile - 1) / tile);
+    int threads = effective_threads(p, L.elements, (uint64_t)tiles);
+    (void)threads;
+#if FD_USE_OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int64_t t = 0; t < tiles; t++) {
+        uint64_t j0 = (uint64_t)t * tile;
+        uint64_t count = L.mask_size - j0 < tile ? L.mask_size - j0 : tile;
+        run_tile(p, &L, row, in, out, bits_in, bits_out, j0, count);
+    }
+    return FD_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public entry points                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+uint64_t fd_mask_size(const fd_params *p)
+{
+    uint64_t size = 1;
+    for (int k = 0; k < p->ndim; k++)
+        if (!p->shared_axes[k])
+            size *= (uint64_t)p->shape[k];
+    return size;
+}
+
+fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
+{
+    if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
+        return FD_ERR_NDIM;
+    layout L;
+    layout_build(p, &L);
+    fd_status status = check_params(p, &L);
+    if (status != FD_OK)
+        return status;
+    int64_t tiles = (int64_t)((L.mask_size + FD_TILE_MAX_DECISIONS - 1) / FD_TILE_MAX_DECISIONS);
+    int threads = effective_threads(p, L.mask_size, (uint64_t)tiles);
+    (void)threads;
+#if FD_USE_OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int64_t t = 0; t < tiles; t++) {
+        uint64_t j0 = (uint64_t)t * FD_TILE_MAX_DECISIONS;
+        uint64_t rest = L.mask_size - j0;
+        decide_range(p, j0, rest < FD_TILE_MAX_DECISIONS ? rest : FD_TILE_MAX_DECISIONS,
+                     bits + j0 / 8);
+    }
+    return FD_OK;
+}
+
+fd_status fd_dropout_forward_f32(const fd_params *p, const float *in, float *out, uint8_t *bits_out)
+{
+    return run(p, apply_row_f32, (const char *)in, (char *)out, NULL, bits_out);
+}
+
+fd_status fd_dropout_forward_f64(const fd_params *p, const double *in, double *out,
+                                 uint8_t *bits_out)
+{
+    return run(p, apply_row_f64, (const char *)in, (char *)out, NULL, bits_out);
+}
+
+fd_status fd_dropout_backward_f32(const fd_params *p, const float *in, float *out,
+                                  const uint8_t *bits_in)
+{
+    return run(p, apply_row_f32, (const char *)in, (char *)out, bits_in, NULL);
+}
+
+fd_status fd_dropout_backward_f64(const fd_params *p, const double *in, double *out,
+                                  const uint8_t *bits_in)
+{
+    return run(p, apply_row_f64, (const char *)in, (char *)out, bits_in, NULL);
+}
+
+int fd_openmp_enabled(void)
+{
+    return FD_USE_OPENMP;
+}
+
+int fd_default_num_threads(void)
+{
+#if FD_USE_OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,82 @@
+/*
+ * fastdrop's C core: fused dropout forward and backward over strided n-d arrays (SPEC §2-§4).
+ *
+ * Plain C: no Python, no NumPy.  Callers pass data pointers, the shape, byte strides and one
+ * fd_params; the kernels return an fd_status.  The Python layer validates everything before it
+ * calls in, so a status other than FD_OK means a caller bug, never bad user input.
+ */
+#ifndef FD_DROPOUT_H
+#define FD_DROPOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Build knob: 1 to split large calls across OpenMP threads.  Defaults to 1 when the compiler
+ * was given OpenMP; -DFD_USE_OPENMP=0 builds a single-threaded core even then. */
+#ifndef FD_USE_OPENMP
+#  ifdef _OPENMP
+#    define FD_USE_OPENMP 1
+#  else
+#    define FD_USE_OPENMP 0
+#  endif
+#endif
+#if FD_USE_OPENMP && !defined(_OPENMP)
+#  error "FD_USE_OPENMP=1 needs a compiler run with OpenMP enabled (-fopenmp)"
+#endif
+
+/* Most axes an array may have; NumPy's own limit is 64. */
+#define FD_MAX_NDIM 64
+
+typedef enum fd_status {
+    FD_OK = 0,
+    FD_ERR_NDIM = 1,        /* ndim < 0 or ndim > FD_MAX_NDIM */
+    FD_ERR_THRESHOLD = 2,   /* threshold == 0 while keep_all == 0 */
+    FD_ERR_STREAM = 3       /* the call's blocks run past block 2**64 - 1 of its subsequence */
+} fd_status;
+
+/*
+ * Everything a call needs besides its data pointers.
+ *
+ * The decisions are those of SPEC §3: decision j (C-order index into the mask shape, which is
+ * `shape` with the shared axes set to 1) keeps its elements iff its 16-bit half h_j of block
+ * `start + j / 8` of (seed, subsequence) is below threshold >> 16, or equal to it and the
+ * refinement draw is below threshold & 0xffff.
+ */
+typedef struct fd_params {
+    uint64_t seed;
+    uint64_t subsequence;         /* < 2**63; 2**63 + subsequence is the refinement stream */
+    uint64_t start;               /* first block of this call in the stream */
+    uint32_t threshold;           /* T = floor(keep_prob * 2**32) */
+    int keep_all;                 /* keep_prob == 1: every decision is "keep" */
+    double scale;                 /* factor for kept values, already rounded to the dtype */
+    int ndim;
+    const ptrdiff_t *shape;
+    const ptrdiff_t *in_strides;  /* bytes */
+    const ptrdiff_t *out_strides; /* bytes */
+    const uint8_t *shared_axes;   /* ndim flags: 1 where one decision is broadcast along the axis */
+    int num_threads;              /* <= 1 runs on the calling thread */
+} fd_params;
+
+/* Number of decisions of a call: the product of the non-shared extents. */
+uint64_t fd_mask_size(const fd_params *p);
+
+/* Writes decisions [0, fd_mask_size(p)) packed one bit each, bit j % 8 of byte j / 8 (the bytes
+ * of np.packbits(..., bitorder="little")); the unused high bits of the last byte are zero. */
+fd_status fd_mask_generate(const fd_params *p, uint8_t *bits);
+
+/*
+ * out = kept ? in * scale : +0.0, element by element, with the decisions drawn from the stream
+ * (forward) or read from `bits_in` (backward from a stored mask).  `in` and `out` may be the
+ * same array (in place).  `bits_out`, when not NULL, receives the packed decisions as
+ * fd_mask_generate writes them.
+ */
+fd_status fd_dropout_forward_f32(const fd_params *p, const float *in, float *out, uint8_t *bits_out);
+fd_status fd_dropout_forward_f64(const fd_params *p, const double *in, double *out, uint8_t *bits_out);
+fd_status fd_dropout_backward_f32(const fd_params *p, const float *in, float *out, const uint8_t *bits_in);
+fd_status fd_dropout_backward_f64(const fd_params *p, const double *in, double *out, const uint8_t *bits_in);
+
+/* Whether the core was built with OpenMP, and how many threads it would use by default. */
+int fd_openmp_enabled(void);
+int fd_default_num_threads(void);
+
+#endif /* FD_DROPOUT_H */
