@@ -1,0 +1,34 @@
+"""Type stubs for the compiled core (fastdrop/_core.pyx); private: callers validate arguments."""
+from typing import Optional, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+def openmp_enabled() -> bool: ...
+def default_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def philox_words(seed: int, high: int, first_block: int, nblocks: int) -> npt.NDArray[np.uint32]: ...
+def mask_generate(
+    shape: Tuple[int, ...],
+    shared: npt.NDArray[np.uint8],
+    seed: int,
+    subsequence: int,
+    start: int,
+    threshold: int,
+    keep_all: bool,
+    nbytes: int,
+) -> npt.NDArray[np.uint8]: ...
+def apply(
+    forward: bool,
+    x: np.ndarray,
+    out: np.ndarray,
+    shared: npt.NDArray[np.uint8],
+    seed: int,
+    subsequence: int,
+    start: int,
+    threshold: int,
+    keep_all: bool,
+    scale: float,
+    bits: Optional[npt.NDArray[np.uint8]],
+) -> None: ...
