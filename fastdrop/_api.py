@@ -7,6 +7,7 @@ reuses this front end so that the two differ only where they are meant to.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import os
@@ -28,9 +29,9 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 Engine = Callable[[bool, np.ndarray, np.ndarray, DropoutMask, float], None]
 
 
-def shared_flags(mask: DropoutMask) -> np.ndarray:
-    """One uint8 flag per axis: 1 where one decision is broadcast along the axis."""
-    return np.array([m != n for n, m in zip(mask.shape, mask.mask_shape)], dtype=np.uint8)
+def shared_flags(mask: DropoutMask) -> bytes:
+    """One byte per axis: 1 where one decision is broadcast along the axis."""
+    return bytes([m != n for n, m in zip(mask.shape, mask.mask_shape)])
 
 
 def _compiled_engine(forward, src, out, mask, scale):
@@ -166,7 +167,7 @@ def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, str
         mask = DropoutMask(x.shape, mask_shape, q, mode, False)
         return _pass_through(x, q if mode == "classic" else None, out), mask
 
-    size = int(np.prod(mask_shape, dtype=object))
+    size = math.prod(mask_shape)
     blocks = blocks_for(size)
     if seed is not None:
         if blocks > BLOCK_LIMIT:

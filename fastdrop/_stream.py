@@ -1,6 +1,7 @@
 """Random streams and masks: the state that makes fastdrop's masks reproducible (SPEC §3, §4)."""
 from __future__ import annotations
 
+import math
 import operator
 import secrets
 import threading
@@ -206,7 +207,7 @@ class DropoutMask:
     @property
     def size(self) -> int:
         """Number of decisions."""
-        return int(np.prod(self.mask_shape, dtype=object))
+        return math.prod(self.mask_shape)
 
     @property
     def shared_axes(self) -> tuple:
@@ -228,8 +229,7 @@ class DropoutMask:
         else:
             from fastdrop import _core
 
-            flags = np.zeros(len(self.mask_shape), dtype=np.uint8)
-            bits = _core.mask_generate(self.mask_shape, flags, self.seed, self.subsequence,
+            bits = _core.mask_generate(self.mask_shape, bytes(len(self.mask_shape)), self.seed, self.subsequence,
                                        self.start, threshold_for(self.keep_prob), False,
                                        packed_nbytes(size))
         flat = np.unpackbits(bits, count=size, bitorder="little").view(bool)
