@@ -185,7 +185,8 @@ def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, str
         return _pass_through(x, None, out), mask
     if out is None:
         out = np.empty_like(x)
-    engine(True, x, out, mask, scale_for(q, mode, x.dtype))
+    if size:  # with no decisions there is nothing to draw, and start may be 2**64
+        engine(True, x, out, mask, scale_for(q, mode, x.dtype))
     return out, mask
 
 
@@ -204,7 +205,8 @@ def backward(engine: Engine, dy, mask, out):
         return _pass_through(dy, mask.keep_prob if classic_eval else None, out)
     if out is None:
         out = np.empty_like(dy)
-    engine(False, dy, out, mask, scale_for(mask.keep_prob, mask.mode, dy.dtype))
+    if mask.size:
+        engine(False, dy, out, mask, scale_for(mask.keep_prob, mask.mode, dy.dtype))
     return out
 
 
