@@ -1,0 +1,6 @@
+"""``python -m fastdrop``: the fastdrop command line."""
+import sys
+
+from fastdrop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""The ``fastdrop`` command line: ``bench`` (time dropout against its baselines) and ``info``
+(the build, the threads and the machine)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence, TextIO
+
+import fastdrop
+from fastdrop import bench
+
+BAR_WIDTH = 20
+
+
+def _size(text: str) -> int:
+    """An element count such as "1000", "1e6" or "6.4e7"."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 1 and value.is_integer()):
+        raise argparse.ArgumentTypeError(f"must be a whole number of elements >= 1, got {text!r}")
+    return int(value)
+
+
+def _keep_prob(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _json_path(text: str) -> str:
+    """A file path whose directory exists, checked before the benchmark spends its minute."""
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"directory {directory!r} does not exist")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    return text
+
+
+def progress_bar(stream: TextIO) -> bench.Progress:
+    """A `bench.run` progress callback drawing "[####......] 12/40 label" on `stream`.
+
+    On a terminal the bar redraws one line in place; elsewhere (a log, a pipe) it writes one
+    line per step.
+
+    Parameters
+    ----------
+    stream : file-like
+        Where to draw, normally sys.stderr.
+
+    Returns
+    -------
+    callable
+        ``progress(done, total, label)``.
+    """
+    interactive = stream.isatty()
+
+    def progress(done: int, total: int, label: str) -> None:
+        filled = BAR_WIDTH * done // max(total, 1)
+        text = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {label}".rstrip()
+        if interactive:
+            stream.write(f"\r\033[K{text}" + ("\n" if done == total else ""))
+        else:
+            stream.write(text + "\n")
+        stream.flush()
+
+    return progress
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark: progress on stderr, the table on stdout, JSON to ``--json``."""
+    previous = fastdrop.get_num_threads()
+    if args.threads is not None:
+        fastdrop.set_num_threads(args.threads)
+    try:
+        records = bench.run(args.sizes, args.dtypes, args.keep_prob, args.repeats,
+                            progress=progress_bar(sys.stderr))
+        machine = bench.machine_info()
+    finally:
+        fastdrop.set_num_threads(previous)
+    print(bench.format_table(records, machine, args.keep_prob))
+    if args.json is not None:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(bench.report(records, machine, args.keep_prob), f, indent=2)
+            f.write("\n")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the versions, the build (OpenMP, SIMD path), the threads and the CPU."""
+    machine = bench.machine_info()
+    print(f"fastdrop {machine['fastdrop']}")
+    print(f"numpy {machine['numpy']}")
+    print(f"python {machine['python']}")
+    print(f"torch {machine['torch'] or 'not installed'}")
+    print(f"OpenMP: {'on' if machine['openmp'] else 'off'}")
+    print(f"threads: {machine['threads']} (default {machine['default_threads']})")
+    print(f"SIMD path: {machine['simd_path']}")
+    print(f"CPU: {machine['cpu']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fastdrop`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    parser = argparse.ArgumentParser(prog="fastdrop",
+                                     description="Fast, reproducible dropout for NumPy.")
+    parser.add_argument("--version", action="version", version=f"fastdrop {fastdrop.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "bench", help="time fastdrop against the memory floor, the seed's NumPy code and peers",
+        description="Time dropout implementations on the same arrays in one process; print "
+                    "ns/element, GB/s, the ratio to an in-place np.multiply (the floor) and "
+                    "the speed-up over the seed thread's NumPy code.")
+    run.add_argument("--sizes", type=_size, nargs="+", default=list(bench.DEFAULT_SIZES),
+                     metavar="N", help="elements per array (default: 1e4 1e6 6.4e7)")
+    run.add_argument("--dtypes", nargs="+", choices=bench.DTYPES, default=list(bench.DTYPES),
+                     metavar="DTYPE", help=f"from {', '.join(bench.DTYPES)} (default: all)")
+    run.add_argument("--keep-prob", type=_keep_prob, default=bench.DEFAULT_KEEP_PROB,
+                     metavar="Q", help="probability that a unit is kept (default: %(default)s)")
+    run.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="fastdrop's thread count, fastdrop.set_num_threads(N) (default: "
+                          "the current one)")
+    run.add_argument("--repeats", type=_positive_int, metavar="N",
+                     help="timed calls per measurement (default: about "
+                          f"{bench.REPEAT_SECONDS} s worth, {bench.MIN_REPEATS} to "
+                          f"{bench.MAX_REPEATS})")
+    run.add_argument("--json", type=_json_path, metavar="PATH",
+                     help="also write every record and the machine description to PATH")
+    run.set_defaults(handler=cmd_bench)
+
+    info = commands.add_parser("info", help="versions, build, threads and CPU",
+                               description="Print fastdrop's build and the machine it runs on.")
+    info.set_defaults(handler=cmd_info)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``fastdrop`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; None reads sys.argv.
+
+    Returns
+    -------
+    int
+        The exit status (argparse exits with status 2 on a bad command line).
+    """
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
