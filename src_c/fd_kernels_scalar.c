@@ -39,11 +39,20 @@ uint8_t fd_block_decide(const fd_params *p, uint64_t j_block, const uint32_t wor
 static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits)
 {
     fd_philox_key key = fd_philox_key_from_seed(p->seed);
+    uint32_t t_hi = p->threshold >> 16;
     for (uint64_t b = 0; b < nbytes; b++) {
         uint64_t j_block = j0 + 8 * b;
         uint32_t words[4];
         fd_philox_block(fd_philox_counter_make(p->start + j_block / 8, p->subsequence), key, words);
-        bits[b] = fd_block_decide(p, j_block, words);
+        /* Compare all eight halves without branching (the outcomes are random, so branches
+         * would be mispredicted), and take the exact path only for a block with a tie. */
+        unsigned byte = 0, ties = 0;
+        for (int half = 0; half < 8; half++) {
+            uint32_t h = (words[half / 2] >> (16 * (half % 2))) & 0xffffu;
+            byte |= (unsigned)(h < t_hi) << half;
+            ties |= h == t_hi;
+        }
+        bits[b] = ties ? fd_block_decide(p, j_block, words) : (uint8_t)byte;
     }
 }
 
@@ -52,9 +61,11 @@ static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint
                                      const uint8_t *bytes, double scale)                      \
     {                                                                                          \
         const type s = (type)scale;                                                            \
-        for (size_t i = 0; i < 8 * nbytes; i++)                                                \
-            fd_select_##suffix(in + i * sizeof(type), out + i * sizeof(type), s,               \
-                               FD_BIT(bytes, i));                                              \
+        for (size_t b = 0; b < nbytes; b++) {                                                  \
+            unsigned byte = bytes[b];                                                          \
+            for (unsigned i = 0; i < 8; i++, in += sizeof(type), out += sizeof(type))          \
+                fd_select_##suffix(in, out, s, (byte >> i) & 1u);                              \
+        }                                                                                      \
     }
 
 FD_DEFINE_SCALAR_BODY(f32, float)
