@@ -342,6 +342,53 @@ def _threads_from_environment() -> None:
 _threads_from_environment()
 
 
+def simd_path() -> str:
+    """The instruction-set path the kernels use: "scalar", "avx2" or "avx512"."""
+    return _core.simd_path()
+
+
+def _agrees_with_scalar(path: str) -> bool:
+    """Whether `path` reproduces the scalar path's bits on a probe that reaches every branch of a
+    kernel: both dtypes, stored bits, a tie (h == T_hi) needing a refinement draw, rows that start
+    and end inside a byte of decisions, and a tail shorter than a vector."""
+    words = _core.philox_words(1, 0, 0, 8)
+    tie_threshold = (int(words[0]) & 0xFFFF) << 16 | 0x8000  # T_hi is the first half
+    results = []
+    for name in ("scalar", path):
+        _core.set_simd_path(name)
+        for dtype in SUPPORTED_DTYPES:
+            x = np.arange(1, 1 + 21 * 77, dtype=dtype).reshape(21, 77)[:, 3:]
+            for threshold in (tie_threshold, 3 << 30):
+                out = np.empty_like(x)
+                bits = np.empty(packed_nbytes(x.size), dtype=np.uint8)
+                _core.apply(True, x, out, (), 1, 0, 0, threshold, False, 1.25, bits)
+                results.append((out.tobytes(), bits.tobytes()))
+    half = len(results) // 2
+    return results[:half] == results[half:]
+
+
+def _select_simd_path() -> None:
+    """The path named by FASTDROP_SIMD when set, else the fastest path that agrees with the
+    scalar one on a probe: a wrong vector kernel must never be used silently."""
+    requested = os.environ.get("FASTDROP_SIMD")
+    if requested:
+        try:
+            _core.set_simd_path(requested)
+        except ValueError as error:
+            warnings.warn(f"ignoring FASTDROP_SIMD={requested!r}: {error}", stacklevel=2)
+        else:
+            return
+    for path in reversed(_core.simd_paths()):
+        if path == "scalar" or _agrees_with_scalar(path):
+            _core.set_simd_path(path)
+            return
+        warnings.warn(f"fastdrop's {path} kernels disagree with its scalar kernels on this CPU; "
+                      "using a slower path (please report this)", RuntimeWarning, stacklevel=2)
+
+
+_select_simd_path()
+
+
 class Dropout:
     """A dropout layer in the style of course code: ``forward``/``__call__``, ``backward``,
     ``train()``/``eval()``.
