@@ -1,5 +1,6 @@
 """Builds fastdrop's compiled core: the Cython wrapper fastdrop/_core.pyx and the C kernels in
 src_c/, with OpenMP when the compiler has it (FASTDROP_OPENMP=0 builds without)."""
+import glob
 import os
 import sys
 import tempfile
@@ -50,7 +51,7 @@ optimize = ["/O2"] if sys.platform == "win32" else ["-O3"]
 extensions = [
     Extension(
         "fastdrop._core",
-        sources=["fastdrop/_core.pyx", "src_c/fd_dropout.c"],
+        sources=["fastdrop/_core.pyx"] + sorted(glob.glob("src_c/*.c")),
         include_dirs=[numpy.get_include(), "src_c"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=list(optimize),

@@ -18,7 +18,7 @@ import numpy as np
 
 from fastdrop import _core
 from fastdrop._stream import (BLOCK_LIMIT, MODES, DropoutMask, Stream, blocks_for, check_seed,
-                              packed_nbytes, scale_for, threshold_for)
+                              mask_shape, packed_nbytes, scale_for, threshold_for)
 
 STORES = ("seed", "bits")
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -29,13 +29,8 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 Engine = Callable[[bool, np.ndarray, np.ndarray, DropoutMask, float], None]
 
 
-def shared_flags(mask: DropoutMask) -> bytes:
-    """One byte per axis: 1 where one decision is broadcast along the axis."""
-    return bytes([m != n for n, m in zip(mask.shape, mask.mask_shape)])
-
-
 def _compiled_engine(forward, src, out, mask, scale):
-    _core.apply(forward, src, out, shared_flags(mask), mask.seed, mask.subsequence, mask.start,
+    _core.apply(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
                 threshold_for(mask.keep_prob), False, scale, mask.bits)
 
 
@@ -78,9 +73,12 @@ def _check_out(out, like: np.ndarray, like_name: str) -> None:
 
 
 def _check_keep_prob(keep_prob) -> float:
-    if isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
+    if type(keep_prob) is float:  # the common case, without the slower abstract-class checks
+        q = keep_prob
+    elif isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
         raise TypeError(f"keep_prob must be a real number in (0, 1], got {keep_prob!r}")
-    q = float(keep_prob)
+    else:
+        q = float(keep_prob)
     if not 0.0 < q <= 1.0:
         raise ValueError(f"keep_prob must be in (0, 1], got {q}")
     if threshold_for(q) == 0:
@@ -161,13 +159,11 @@ def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, str
     seed = _check_stream(seed, stream)
     if out is not None:
         _check_out(out, x, "x")
-    mask_shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
-
     if not training:
-        mask = DropoutMask(x.shape, mask_shape, q, mode, False)
+        mask = DropoutMask(x.shape, axes, q, mode, False)
         return _pass_through(x, q if mode == "classic" else None, out), mask
 
-    size = math.prod(mask_shape)
+    size = math.prod(mask_shape(x.shape, axes))
     blocks = blocks_for(size)
     if seed is not None:
         if blocks > BLOCK_LIMIT:
@@ -178,7 +174,7 @@ def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, str
         start = stream.reserve(blocks)
         seed, subsequence = stream.seed, stream.subsequence
     bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
-    mask = DropoutMask(x.shape, mask_shape, q, mode, True, seed, subsequence, start, bits)
+    mask = DropoutMask(x.shape, axes, q, mode, True, seed, subsequence, start, bits)
     if q == 1.0:
         if bits is not None:
             bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
@@ -346,6 +342,53 @@ def _threads_from_environment() -> None:
 
 
 _threads_from_environment()
+
+
+def simd_path() -> str:
+    """The instruction-set path the kernels use: "scalar", "avx2" or "avx512"."""
+    return _core.simd_path()
+
+
+def _agrees_with_scalar(path: str) -> bool:
+    """Whether `path` reproduces the scalar path's bits on a probe that reaches every branch of a
+    kernel: both dtypes, stored bits, a tie (h == T_hi) needing a refinement draw, rows that start
+    and end inside a byte of decisions, and a tail shorter than a vector."""
+    words = _core.philox_words(1, 0, 0, 8)
+    tie_threshold = (int(words[0]) & 0xFFFF) << 16 | 0x8000  # T_hi is the first half
+    results = []
+    for name in ("scalar", path):
+        _core.set_simd_path(name)
+        for dtype in SUPPORTED_DTYPES:
+            x = np.arange(1, 1 + 21 * 77, dtype=dtype).reshape(21, 77)[:, 3:]
+            for threshold in (tie_threshold, 3 << 30):
+                out = np.empty_like(x)
+                bits = np.empty(packed_nbytes(x.size), dtype=np.uint8)
+                _core.apply(True, x, out, (), 1, 0, 0, threshold, False, 1.25, bits)
+                results.append((out.tobytes(), bits.tobytes()))
+    half = len(results) // 2
+    return results[:half] == results[half:]
+
+
+def _select_simd_path() -> None:
+    """The path named by FASTDROP_SIMD when set, else the fastest path that agrees with the
+    scalar one on a probe: a wrong vector kernel must never be used silently."""
+    requested = os.environ.get("FASTDROP_SIMD")
+    if requested:
+        try:
+            _core.set_simd_path(requested)
+        except ValueError as error:
+            warnings.warn(f"ignoring FASTDROP_SIMD={requested!r}: {error}", stacklevel=2)
+        else:
+            return
+    for path in reversed(_core.simd_paths()):
+        if path == "scalar" or _agrees_with_scalar(path):
+            _core.set_simd_path(path)
+            return
+        warnings.warn(f"fastdrop's {path} kernels disagree with its scalar kernels on this CPU; "
+                      "using a slower path (please report this)", RuntimeWarning, stacklevel=2)
+
+
+_select_simd_path()
 
 
 class Dropout:

@@ -6,6 +6,7 @@ strides, overlap, the stream range), so these functions only translate arrays in
 shapes and strides and make one C call with the GIL released.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 cimport numpy as cnp
 
@@ -25,8 +26,15 @@ cdef extern from "fd_philox.h":
 
 
 cdef extern from "fd_dropout.h":
+    enum: FD_MAX_NDIM
+
     ctypedef enum fd_status:
         FD_OK
+
+    ctypedef enum fd_simd:
+        FD_SIMD_SCALAR
+        FD_SIMD_AVX2
+        FD_SIMD_AVX512
 
     ctypedef struct fd_params:
         uint64_t seed
@@ -51,13 +59,15 @@ cdef extern from "fd_dropout.h":
                                       const uint8_t *bits_in) nogil
     fd_status fd_dropout_backward_f64(const fd_params *p, const double *x, double *out,
                                       const uint8_t *bits_in) nogil
+    int fd_simd_supported(fd_simd path) nogil
+    fd_simd fd_simd_active() nogil
+    fd_status fd_simd_select(fd_simd path) nogil
+    const char *fd_simd_name(fd_simd path) nogil
     int fd_openmp_enabled() nogil
     int fd_default_num_threads() nogil
 
 
 cdef int _num_threads = fd_default_num_threads()
-# What p.shared_axes points at for a 0-d array, whose flag array is empty.
-cdef uint8_t _no_axes = 0
 
 
 def openmp_enabled():
@@ -66,6 +76,25 @@ def openmp_enabled():
 
 def default_num_threads():
     return fd_default_num_threads()
+
+
+_SIMD_PATHS = {"scalar": FD_SIMD_SCALAR, "avx2": FD_SIMD_AVX2, "avx512": FD_SIMD_AVX512}
+
+
+def simd_paths():
+    """The SIMD paths this build has and this CPU runs, slowest first."""
+    return [name for name, path in _SIMD_PATHS.items() if fd_simd_supported(path)]
+
+
+def simd_path():
+    """The SIMD path the kernels use."""
+    return fd_simd_name(fd_simd_active()).decode()
+
+
+def set_simd_path(str name):
+    """Make the kernels use path `name` (one of simd_paths())."""
+    if name not in _SIMD_PATHS or fd_simd_select(_SIMD_PATHS[name]) != FD_OK:
+        raise ValueError(f"SIMD path {name!r} is not available here; choose one of {simd_paths()}")
 
 
 def set_num_threads(int n):
@@ -95,10 +124,15 @@ def philox_words(uint64_t seed, uint64_t high, uint64_t first_block, Py_ssize_t 
 
 
 cdef fd_params _params(int ndim, const cnp.npy_intp *shape, const cnp.npy_intp *in_strides,
-                       const cnp.npy_intp *out_strides,
-                       const uint8_t[:] shared, uint64_t seed, uint64_t subsequence,
-                       uint64_t start, uint32_t threshold, bint keep_all, double scale):
+                       const cnp.npy_intp *out_strides, tuple shared_axes, uint8_t *flags,
+                       uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
+                       bint keep_all, double scale):
+    """The C call's parameters; `flags` (FD_MAX_NDIM bytes) receives the shared-axis flags."""
     cdef fd_params p
+    cdef Py_ssize_t axis
+    memset(flags, 0, FD_MAX_NDIM)
+    for axis in shared_axes:
+        flags[axis] = 1
     p.seed = seed
     p.subsequence = subsequence
     p.start = start
@@ -109,7 +143,7 @@ cdef fd_params _params(int ndim, const cnp.npy_intp *shape, const cnp.npy_intp *
     p.shape = shape
     p.in_strides = in_strides
     p.out_strides = out_strides
-    p.shared_axes = &shared[0] if shared.shape[0] else &_no_axes
+    p.shared_axes = flags
     p.num_threads = _num_threads
     return p
 
@@ -120,16 +154,16 @@ cdef void _check(fd_status status) except *:
                            "this is a bug in fastdrop, please report it")
 
 
-def mask_generate(shape, const uint8_t[:] shared, uint64_t seed, uint64_t subsequence,
+def mask_generate(tuple shape, tuple shared_axes, uint64_t seed, uint64_t subsequence,
                   uint64_t start, uint32_t threshold, bint keep_all, Py_ssize_t nbytes):
-    """The packed decisions of a call (SPEC §4 layout) as a new uint8 array of nbytes bytes;
-    `shared` holds one flag per axis of `shape`."""
+    """The packed decisions of a call (SPEC §4 layout) as a new uint8 array of nbytes bytes."""
+    cdef uint8_t flags[FD_MAX_NDIM]
     cdef cnp.ndarray dims = np.asarray(shape, dtype=np.intp)
     cdef cnp.ndarray strides = np.zeros(len(shape), dtype=np.intp)
     cdef const cnp.npy_intp *no_strides = <const cnp.npy_intp *>cnp.PyArray_DATA(strides)
     cdef fd_params p = _params(len(shape), <const cnp.npy_intp *>cnp.PyArray_DATA(dims),
-                               no_strides, no_strides, shared, seed, subsequence, start,
-                               threshold, keep_all, 1.0)
+                               no_strides, no_strides, shared_axes, flags, seed, subsequence,
+                               start, threshold, keep_all, 1.0)
     cdef cnp.ndarray bits = np.zeros(nbytes, dtype=np.uint8)
     cdef fd_status status
     with nogil:
@@ -138,19 +172,21 @@ def mask_generate(shape, const uint8_t[:] shared, uint64_t seed, uint64_t subseq
     return bits
 
 
-def apply(bint forward, cnp.ndarray x, cnp.ndarray out, const uint8_t[:] shared,
+def apply(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
           uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
           bint keep_all, double scale, cnp.ndarray bits):
     """One kernel call: out = kept ? x * scale : 0.
 
     forward=True draws the decisions and, when `bits` is an array, also stores them there;
     forward=False reads them from `bits` when it is an array and regenerates them otherwise.
-    x and out have the same shape and a dtype of float32 or float64 (the same for both); `bits`
-    is None or a writable, contiguous uint8 array of ceil(mask size / 8) bytes.
+    x and out have the same shape and a dtype of float32 or float64 (the same for both);
+    `shared_axes` holds distinct axes in [0, x.ndim); `bits` is None or a writable, contiguous
+    uint8 array of ceil(mask size / 8) bytes.
     """
+    cdef uint8_t flags[FD_MAX_NDIM]
     cdef fd_params p = _params(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_STRIDES(x),
-                               cnp.PyArray_STRIDES(out), shared, seed, subsequence, start,
-                               threshold, keep_all, scale)
+                               cnp.PyArray_STRIDES(out), shared_axes, flags, seed, subsequence,
+                               start, threshold, keep_all, scale)
     cdef uint8_t *bits_ptr = NULL if bits is None else <uint8_t *>cnp.PyArray_DATA(bits)
     cdef void *src = cnp.PyArray_DATA(x)
     cdef void *dst = cnp.PyArray_DATA(out)

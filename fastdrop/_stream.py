@@ -143,6 +143,13 @@ class Stream:
                 f"position={self._position})")
 
 
+def mask_shape(shape: tuple, shared_axes: tuple) -> tuple:
+    """`shape` with the shared axes set to 1."""
+    if not shared_axes:
+        return shape
+    return tuple(1 if k in shared_axes else n for k, n in enumerate(shape))
+
+
 def threshold_for(keep_prob: float) -> int:
     """T = floor(keep_prob * 2**32) of SPEC §3 (exact: scaling by a power of two is exact)."""
     return int(keep_prob * 2.0**32)
@@ -177,6 +184,8 @@ class DropoutMask:
     ----------
     shape : tuple of int
         Shape of the array the mask was made for.
+    shared_axes : tuple of int
+        Axes along which one decision is broadcast, sorted.
     mask_shape : tuple of int
         ``shape`` with the shared axes set to 1: one decision per element of this shape.
     keep_prob : float
@@ -189,13 +198,13 @@ class DropoutMask:
         The packed decisions when stored.
     """
 
-    __slots__ = ("shape", "mask_shape", "keep_prob", "mode", "training", "seed", "subsequence",
+    __slots__ = ("shape", "shared_axes", "keep_prob", "mode", "training", "seed", "subsequence",
                  "start", "bits")
 
-    def __init__(self, shape, mask_shape, keep_prob, mode, training, seed=None, subsequence=None,
+    def __init__(self, shape, shared_axes, keep_prob, mode, training, seed=None, subsequence=None,
                  start=None, bits=None):
         self.shape = shape
-        self.mask_shape = mask_shape
+        self.shared_axes = shared_axes
         self.keep_prob = keep_prob
         self.mode = mode
         self.training = training
@@ -210,9 +219,8 @@ class DropoutMask:
         return math.prod(self.mask_shape)
 
     @property
-    def shared_axes(self) -> tuple:
-        return tuple(k for k, (n, m) in enumerate(zip(self.shape, self.mask_shape))
-                     if m == 1 and n != 1)
+    def mask_shape(self) -> tuple:
+        return mask_shape(self.shape, self.shared_axes)
 
     @property
     def draws(self) -> bool:
@@ -229,7 +237,7 @@ class DropoutMask:
         else:
             from fastdrop import _core
 
-            bits = _core.mask_generate(self.mask_shape, bytes(len(self.mask_shape)), self.seed, self.subsequence,
+            bits = _core.mask_generate(self.mask_shape, (), self.seed, self.subsequence,
                                        self.start, threshold_for(self.keep_prob), False,
                                        packed_nbytes(size))
         flat = np.unpackbits(bits, count=size, bitorder="little").view(bool)

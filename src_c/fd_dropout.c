@@ -15,7 +15,7 @@
 
 #include <string.h>
 
-#include "fd_philox.h"
+#include "fd_kernels.h"
 
 #if FD_USE_OPENMP
 #include <omp.h>
@@ -32,51 +32,94 @@
 #define FD_PARALLEL_MIN_ELEMENTS 65536
 
 /* ------------------------------------------------------------------------------------------ */
-/* Decisions                                                                                   */
+/* The instruction-set path                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The refinement draw g_d of SPEC §3 for d = 8 * start + j: the low 16 bits of word d % 4 of
- * block d / 4 of subsequence 2**63 + subsequence.  d / 4 = 2 * start + j / 4 can pass 2**64;
- * the 128-bit counter then carries into its high words, as 128-bit arithmetic would. */
-static uint32_t refinement_draw(const fd_params *p, fd_philox_key key, uint64_t j)
+static const fd_kernels *kernels_for(fd_simd path)
 {
-    uint64_t doubled = p->start << 1;
-    uint64_t carry = p->start >> 63;
-    uint64_t block_low = doubled + j / 4;
-    carry += block_low < doubled;
-    uint64_t block_high = p->subsequence + (UINT64_C(1) << 63) + carry;
-    uint32_t words[4];
-    fd_philox_block(fd_philox_counter_make(block_low, block_high), key, words);
-    return words[j % 4] & 0xffffu;
+    switch (path) {
+#if FD_ENABLE_AVX512
+    case FD_SIMD_AVX512:
+        return &fd_kernels_avx512;
+#endif
+#if FD_ENABLE_AVX2
+    case FD_SIMD_AVX2:
+        return &fd_kernels_avx2;
+#endif
+    default:
+        return &fd_kernels_scalar;
+    }
+}
+
+int fd_simd_supported(fd_simd path)
+{
+    switch (path) {
+    case FD_SIMD_SCALAR:
+        return 1;
+#if FD_ENABLE_AVX2
+    case FD_SIMD_AVX2:
+        return __builtin_cpu_supports("avx2");
+#endif
+#if FD_ENABLE_AVX512
+    case FD_SIMD_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#endif
+    default:
+        return 0;
+    }
+}
+
+fd_simd fd_simd_best(void)
+{
+    if (fd_simd_supported(FD_SIMD_AVX512))
+        return FD_SIMD_AVX512;
+    if (fd_simd_supported(FD_SIMD_AVX2))
+        return FD_SIMD_AVX2;
+    return FD_SIMD_SCALAR;
+}
+
+/* -1 until the first call picks the best path; a plain int because every thread that races to
+ * set it writes the same value. */
+static int active_path = -1;
+
+fd_simd fd_simd_active(void)
+{
+    if (active_path < 0)
+        active_path = (int)fd_simd_best();
+    return (fd_simd)active_path;
+}
+
+fd_status fd_simd_select(fd_simd path)
+{
+    if (!fd_simd_supported(path))
+        return FD_ERR_SIMD;
+    active_path = (int)path;
+    return FD_OK;
+}
+
+const char *fd_simd_name(fd_simd path)
+{
+    switch (path) {
+    case FD_SIMD_SCALAR:
+        return "scalar";
+    case FD_SIMD_AVX2:
+        return "avx2";
+    case FD_SIMD_AVX512:
+        return "avx512";
+    }
+    return "unknown";
 }
 
 /* Packs decisions [j0, j0 + count) into bits (bit i % 8 of byte i / 8 for decision j0 + i); j0 is
  * a multiple of 8.  The high bits of the last byte past `count` are zero. */
-static void decide_range(const fd_params *p, uint64_t j0, uint64_t count, uint8_t *bits)
+static void decide_range(const fd_params *p, const fd_kernels *k, uint64_t j0, uint64_t count,
+                         uint8_t *bits)
 {
     uint64_t nbytes = (count + 7) / 8;
-    if (p->keep_all) {
+    if (p->keep_all)
         memset(bits, 0xff, (size_t)nbytes);
-    } else {
-        fd_philox_key key = fd_philox_key_from_seed(p->seed);
-        uint32_t t_hi = p->threshold >> 16;
-        uint32_t t_lo = p->threshold & 0xffffu;
-        for (uint64_t b = 0; b < nbytes; b++) {
-            uint64_t j_block = j0 + 8 * b;
-            uint32_t words[4];
-            fd_philox_block(fd_philox_counter_make(p->start + j_block / 8, p->subsequence), key,
-                            words);
-            uint8_t byte = 0;
-            for (int half = 0; half < 8; half++) {
-                uint32_t h = (words[half / 2] >> (16 * (half % 2))) & 0xffffu;
-                /* h == t_hi happens once in 65536 decisions: only then are 16 more bits drawn,
-                 * which makes the keep probability exactly T / 2**32. */
-                int keep = h < t_hi || (h == t_hi && refinement_draw(p, key, j_block + half) < t_lo);
-                byte |= (uint8_t)(keep << half);
-            }
-            bits[b] = byte;
-        }
-    }
+    else
+        k->decide(p, j0, nbytes, bits);
     if (count % 8)
         bits[nbytes - 1] &= (uint8_t)((1u << (count % 8)) - 1);
 }
@@ -85,34 +128,51 @@ static void decide_range(const fd_params *p, uint64_t j0, uint64_t count, uint8_
 /* Rows: the innermost loop                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Applies decisions to n elements spaced by the given byte strides.  With per_element, element i
- * takes decision bit bit0 + i; otherwise all n take bit bit0 (a shared axis). */
+/* Applies decisions to n elements spaced by the given byte strides: element i takes decision bit
+ * bit0 + i when per_element, else all n take bit bit0 (a shared axis).  Contiguous rows go to
+ * the path's vector body from the first byte boundary of their decisions on. */
 typedef void (*row_fn)(const char *in, ptrdiff_t in_stride, char *out, ptrdiff_t out_stride,
                        ptrdiff_t n, const uint8_t *bits, uint64_t bit0, int per_element,
-                       double scale);
+                       double scale, fd_body_fn body);
 
-#define FD_BIT(bits, i) (((bits)[(i) >> 3] >> ((i) & 7)) & 1u)
-
-/* One definition per dtype: dropped elements are a select of +0.0, never a multiply, so a
- * dropped NaN or Inf does not survive (SPEC §2). */
 #define FD_DEFINE_ROW(suffix, type)                                                            \
+    static void strided_row_##suffix(const char *in, ptrdiff_t in_stride, char *out,           \
+                                     ptrdiff_t out_stride, ptrdiff_t n, const uint8_t *bits,   \
+                                     uint64_t bit0, uint64_t step, type s)                     \
+    {                                                                                          \
+        for (ptrdiff_t i = 0; i < n; i++)                                                      \
+            fd_select_##suffix(in + i * in_stride, out + i * out_stride, s,                    \
+                               FD_BIT(bits, bit0 + step * (uint64_t)i));                       \
+    }                                                                                          \
+                                                                                               \
     static void apply_row_##suffix(const char *in, ptrdiff_t in_stride, char *out,             \
                                    ptrdiff_t out_stride, ptrdiff_t n, const uint8_t *bits,     \
-                                   uint64_t bit0, int per_element, double scale)               \
+                                   uint64_t bit0, int per_element, double scale,               \
+                                   fd_body_fn body)                                            \
     {                                                                                          \
         const type s = (type)scale;                                                            \
-        if (per_element) {                                                                     \
-            for (ptrdiff_t i = 0; i < n; i++) {                                                \
-                type v = *(const type *)(in + i * in_stride);                                  \
-                *(type *)(out + i * out_stride) = FD_BIT(bits, bit0 + (uint64_t)i) ? v * s     \
-                                                                                   : (type)0;  \
-            }                                                                                  \
-        } else if (FD_BIT(bits, bit0)) {                                                       \
-            for (ptrdiff_t i = 0; i < n; i++)                                                  \
-                *(type *)(out + i * out_stride) = *(const type *)(in + i * in_stride) * s;     \
+        int contiguous = in_stride == sizeof(type) && out_stride == sizeof(type);              \
+        if (!contiguous) {                                                                     \
+            strided_row_##suffix(in, in_stride, out, out_stride, n, bits, bit0,                \
+                                 per_element ? 1 : 0, s);                                      \
+        } else if (!per_element) {                                                             \
+            type *y = (type *)out;                                                             \
+            const type *x = (const type *)in;                                                  \
+            if (FD_BIT(bits, bit0))                                                            \
+                for (ptrdiff_t i = 0; i < n; i++)                                              \
+                    y[i] = x[i] * s;                                                           \
+            else                                                                               \
+                memset(y, 0, (size_t)n * sizeof(type));                                        \
         } else {                                                                               \
-            for (ptrdiff_t i = 0; i < n; i++)                                                  \
-                *(type *)(out + i * out_stride) = (type)0;                                     \
+            ptrdiff_t head = (ptrdiff_t)((8 - (bit0 & 7)) & 7);                                \
+            head = head < n ? head : n;                                                        \
+            strided_row_##suffix(in, in_stride, out, out_stride, head, bits, bit0, 1, s);      \
+            size_t nbytes = (size_t)(n - head) / 8;                                            \
+            body(in + head * in_stride, out + head * out_stride, nbytes,                       \
+                 bits + (bit0 + (uint64_t)head) / 8, scale);                                   \
+            ptrdiff_t done = head + 8 * (ptrdiff_t)nbytes;                                     \
+            strided_row_##suffix(in + done * in_stride, in_stride, out + done * out_stride,    \
+                                 out_stride, n - done, bits, bit0 + (uint64_t)done, 1, s);     \
         }                                                                                      \
     }
 
@@ -198,9 +258,23 @@ static uint64_t tile_decisions(const layout *L)
 /* Applies the decisions of one segment, a run [a, a + len) of the innermost decision axis with the
  * outer decision axes fixed, to all the elements it governs: the sub-box spanned by the run and
  * every shared axis, walked in the array's own axis order so that memory is read in order. */
-static void apply_segment(const layout *L, row_fn row, double scale, const char *in, char *out,
-                          ptrdiff_t len, const uint8_t *bits, uint64_t bit0)
+/* What every tile of one call shares. */
+typedef struct call {
+    const fd_params *p;
+    layout L;
+    const fd_kernels *kernels;
+    row_fn row;
+    fd_body_fn body;
+    const char *in;
+    char *out;
+    const uint8_t *bits_in;
+    uint8_t *bits_out;
+} call;
+
+static void apply_segment(const call *c, const char *in, char *out, ptrdiff_t len,
+                          const uint8_t *bits, uint64_t bit0)
 {
+    const layout *L = &c->L;
     int axes[FD_MAX_NDIM + 1];
     int nsub = 0;
     for (int k = 0; k < L->nax; k++)
@@ -222,8 +296,8 @@ static void apply_segment(const layout *L, row_fn row, double scale, const char 
             if (axes[s] == L->mask_inner)
                 bit += (uint64_t)index[s];
         }
-        row(in + in_off, L->in_st[last], out + out_off, L->out_st[last], size[nsub - 1], bits, bit,
-            last_per_element, scale);
+        c->row(in + in_off, L->in_st[last], out + out_off, L->out_st[last], size[nsub - 1], bits,
+               bit, last_per_element, c->p->scale, c->body);
         int s = nsub - 2;
         while (s >= 0 && ++index[s] == size[s])
             index[s--] = 0;
@@ -233,17 +307,17 @@ static void apply_segment(const layout *L, row_fn row, double scale, const char 
 }
 
 /* Runs one tile: decisions [j0, j0 + count). */
-static void run_tile(const fd_params *p, const layout *L, row_fn row, const char *in, char *out,
-                     const uint8_t *bits_in, uint8_t *bits_out, uint64_t j0, uint64_t count)
+static void run_tile(const call *c, uint64_t j0, uint64_t count)
 {
+    const layout *L = &c->L;
     uint8_t local[FD_TILE_MAX_DECISIONS / 8];
     const uint8_t *bits = local;
-    if (bits_in)
-        bits = bits_in + j0 / 8;
+    if (c->bits_in)
+        bits = c->bits_in + j0 / 8;
     else
-        decide_range(p, j0, count, local);
-    if (bits_out)
-        memcpy(bits_out + j0 / 8, local, (size_t)((count + 7) / 8));
+        decide_range(c->p, c->kernels, j0, count, local);
+    if (c->bits_out)
+        memcpy(c->bits_out + j0 / 8, local, (size_t)((count + 7) / 8));
 
     /* The multi-index of decision j0 over the decision axes, innermost last. */
     ptrdiff_t index[FD_MAX_NDIM + 1];
@@ -267,7 +341,7 @@ static void run_tile(const fd_params *p, const layout *L, row_fn row, const char
         uint64_t len = (uint64_t)(L->size[inner] - index[inner]);
         if (len > count - done)
             len = count - done;
-        apply_segment(L, row, p->scale, in + in_off, out + out_off, (ptrdiff_t)len, bits, done);
+        apply_segment(c, c->in + in_off, c->out + out_off, (ptrdiff_t)len, bits, done);
         done += len;
         /* Step to the next row of the innermost decision axis. */
         index[inner] = 0;
@@ -301,31 +375,30 @@ static int effective_threads(const fd_params *p, uint64_t elements, uint64_t til
     return threads;
 }
 
-static fd_status run(const fd_params *p, row_fn row, const char *in, char *out,
-                     const uint8_t *bits_in, uint8_t *bits_out)
+static fd_status run(call *c)
 {
+    const fd_params *p = c->p;
     if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
         return FD_ERR_NDIM;
-    layout L;
-    layout_build(p, &L);
-    fd_status status = check_params(p, &L);
+    layout_build(p, &c->L);
+    fd_status status = check_params(p, &c->L);
     if (status != FD_OK)
         return status;
-    if (L.elements == 0) {
+    if (c->L.elements == 0) {
         /* Nothing to write, but a stored mask still records the decisions of the mask shape. */
-        return bits_out ? fd_mask_generate(p, bits_out) : FD_OK;
+        return c->bits_out ? fd_mask_generate(p, c->bits_out) : FD_OK;
     }
-    uint64_t tile = tile_decisions(&L);
-    int64_t tiles = (int64_t)((L.mask_size + tile - 1) / tile);
-    int threads = effective_threads(p, L.elements, (uint64_t)tiles);
+    uint64_t mask_size = c->L.mask_size;
+    uint64_t tile = tile_decisions(&c->L);
+    int64_t tiles = (int64_t)((mask_size + tile - 1) / tile);
+    int threads = effective_threads(p, c->L.elements, (uint64_t)tiles);
     (void)threads;
 #if FD_USE_OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
     for (int64_t t = 0; t < tiles; t++) {
         uint64_t j0 = (uint64_t)t * tile;
-        uint64_t count = L.mask_size - j0 < tile ? L.mask_size - j0 : tile;
-        run_tile(p, &L, row, in, out, bits_in, bits_out, j0, count);
+        run_tile(c, j0, mask_size - j0 < tile ? mask_size - j0 : tile);
     }
     return FD_OK;
 }
@@ -352,6 +425,7 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
     fd_status status = check_params(p, &L);
     if (status != FD_OK)
         return status;
+    const fd_kernels *kernels = kernels_for(fd_simd_active());
     int64_t tiles = (int64_t)((L.mask_size + FD_TILE_MAX_DECISIONS - 1) / FD_TILE_MAX_DECISIONS);
     int threads = effective_threads(p, L.mask_size, (uint64_t)tiles);
     (void)threads;
@@ -361,34 +435,44 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
     for (int64_t t = 0; t < tiles; t++) {
         uint64_t j0 = (uint64_t)t * FD_TILE_MAX_DECISIONS;
         uint64_t rest = L.mask_size - j0;
-        decide_range(p, j0, rest < FD_TILE_MAX_DECISIONS ? rest : FD_TILE_MAX_DECISIONS,
+        decide_range(p, kernels, j0, rest < FD_TILE_MAX_DECISIONS ? rest : FD_TILE_MAX_DECISIONS,
                      bits + j0 / 8);
     }
     return FD_OK;
 }
 
-fd_status fd_dropout_forward_f32(const fd_params *p, const float *in, float *out, uint8_t *bits_out)
-{
-    return run(p, apply_row_f32, (const char *)in, (char *)out, NULL, bits_out);
-}
+/* One definition per dtype of the four entry points: forward draws (and may store) the decisions,
+ * backward reads stored ones or draws them again. */
+#define FD_DEFINE_ENTRY_POINTS(suffix, type)                                                   \
+    static fd_status run_##suffix(const fd_params *p, const type *in, type *out,               \
+                                  const uint8_t *bits_in, uint8_t *bits_out)                   \
+    {                                                                                          \
+        call c;                                                                                \
+        c.p = p;                                                                               \
+        c.kernels = kernels_for(fd_simd_active());                                             \
+        c.row = apply_row_##suffix;                                                            \
+        c.body = c.kernels->body_##suffix;                                                     \
+        c.in = (const char *)in;                                                               \
+        c.out = (char *)out;                                                                   \
+        c.bits_in = bits_in;                                                                   \
+        c.bits_out = bits_out;                                                                 \
+        return run(&c);                                                                        \
+    }                                                                                          \
+                                                                                               \
+    fd_status fd_dropout_forward_##suffix(const fd_params *p, const type *in, type *out,       \
+                                          uint8_t *bits_out)                                   \
+    {                                                                                          \
+        return run_##suffix(p, in, out, NULL, bits_out);                                       \
+    }                                                                                          \
+                                                                                               \
+    fd_status fd_dropout_backward_##suffix(const fd_params *p, const type *in, type *out,      \
+                                           const uint8_t *bits_in)                             \
+    {                                                                                          \
+        return run_##suffix(p, in, out, bits_in, NULL);                                        \
+    }
 
-fd_status fd_dropout_forward_f64(const fd_params *p, const double *in, double *out,
-                                 uint8_t *bits_out)
-{
-    return run(p, apply_row_f64, (const char *)in, (char *)out, NULL, bits_out);
-}
-
-fd_status fd_dropout_backward_f32(const fd_params *p, const float *in, float *out,
-                                  const uint8_t *bits_in)
-{
-    return run(p, apply_row_f32, (const char *)in, (char *)out, bits_in, NULL);
-}
-
-fd_status fd_dropout_backward_f64(const fd_params *p, const double *in, double *out,
-                                  const uint8_t *bits_in)
-{
-    return run(p, apply_row_f64, (const char *)in, (char *)out, bits_in, NULL);
-}
+FD_DEFINE_ENTRY_POINTS(f32, float)
+FD_DEFINE_ENTRY_POINTS(f64, double)
 
 int fd_openmp_enabled(void)
 {

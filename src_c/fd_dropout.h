@@ -31,8 +31,16 @@ typedef enum fd_status {
     FD_OK = 0,
     FD_ERR_NDIM = 1,        /* ndim < 0 or ndim > FD_MAX_NDIM */
     FD_ERR_THRESHOLD = 2,   /* threshold == 0 while keep_all == 0 */
-    FD_ERR_STREAM = 3       /* the call's blocks run past block 2**64 - 1 of its subsequence */
+    FD_ERR_STREAM = 3,      /* the call's blocks run past block 2**64 - 1 of its subsequence */
+    FD_ERR_SIMD = 4         /* the requested SIMD path is not built in or not supported by the CPU */
 } fd_status;
+
+/* The instruction-set paths.  All produce the same bits; they differ only in speed. */
+typedef enum fd_simd {
+    FD_SIMD_SCALAR = 0,
+    FD_SIMD_AVX2 = 1,
+    FD_SIMD_AVX512 = 2   /* AVX-512 F and BW */
+} fd_simd;
 
 /*
  * Everything a call needs besides its data pointers.
@@ -74,6 +82,14 @@ fd_status fd_dropout_forward_f32(const fd_params *p, const float *in, float *out
 fd_status fd_dropout_forward_f64(const fd_params *p, const double *in, double *out, uint8_t *bits_out);
 fd_status fd_dropout_backward_f32(const fd_params *p, const float *in, float *out, const uint8_t *bits_in);
 fd_status fd_dropout_backward_f64(const fd_params *p, const double *in, double *out, const uint8_t *bits_in);
+
+/* Whether a path is built in and this CPU (and OS) can run it; the fastest such path; the path
+ * the kernels use (the fastest, unless fd_simd_select chose another); its name. */
+int fd_simd_supported(fd_simd path);
+fd_simd fd_simd_best(void);
+fd_simd fd_simd_active(void);
+fd_status fd_simd_select(fd_simd path);
+const char *fd_simd_name(fd_simd path);
 
 /* Whether the core was built with OpenMP, and how many threads it would use by default. */
 int fd_openmp_enabled(void);

@@ -1,0 +1,173 @@
+/*
+ * The AVX2 path: eight Philox blocks at once, one per 32-bit lane, and 8 floats or 4 doubles
+ * per vector.  Compiled for any x86-64 through per-function target attributes and run
+ * only where CPUID reports AVX2 (fd_dropout.c chooses).
+ */
+#include "fd_kernels.h"
+
+#if FD_ENABLE_AVX2
+
+#include <immintrin.h>
+
+#include "fd_philox.h"
+
+#define FD_AVX2 __attribute__((target("avx2")))
+
+/* The 32x32->64 products of eight lanes by m, split into high and low words.  AVX2 multiplies
+ * only the even lanes, so the odd lanes are shifted down and multiplied separately. */
+FD_AVX2 static inline void mulhilo8(__m256i m, __m256i c, __m256i *hi, __m256i *lo)
+{
+    __m256i even = _mm256_mul_epu32(c, m);
+    __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), m);
+    *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+typedef struct philox8_keys {
+    __m256i k0[FD_PHILOX_ROUNDS], k1[FD_PHILOX_ROUNDS];
+} philox8_keys;
+
+/* Every lane shares the key, so the round keys are computed once per call, not per block. */
+FD_AVX2 static void philox8_keys_init(philox8_keys *keys, uint64_t seed)
+{
+    fd_philox_key key = fd_philox_key_from_seed(seed);
+    for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
+        keys->k0[r] = _mm256_set1_epi32((int)(key.w[0] + (uint32_t)r * FD_PHILOX_W0));
+        keys->k1[r] = _mm256_set1_epi32((int)(key.w[1] + (uint32_t)r * FD_PHILOX_W1));
+    }
+}
+
+/* Counter words of blocks first .. first + 7 of a subsequence, block first + lane in each lane. */
+FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m256i c[4])
+{
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    __m256i low = _mm256_set1_epi32((int)(uint32_t)first);
+    c[0] = _mm256_add_epi32(low, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    /* A lane whose low word wrapped carries into word 1: -1 where c0 < low (unsigned). */
+    __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(low, sign), _mm256_xor_si256(c[0], sign));
+    c[1] = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)(first >> 32)), carry);
+    c[2] = _mm256_set1_epi32((int)(uint32_t)subsequence);
+    c[3] = _mm256_set1_epi32((int)(uint32_t)(subsequence >> 32));
+}
+
+/* Blocks first .. first + 15: x[g][w] holds word w of block first + 8 g + lane.  The two groups
+ * of eight are independent and interleaved round by round: a round is a chain of multiply,
+ * shuffle and xor latencies, and a second chain keeps the execution units busy meanwhile. */
+FD_AVX2 static inline void philox8x2(const philox8_keys *keys, uint64_t first,
+                                     uint64_t subsequence, __m256i x[2][4])
+{
+    const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
+    const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
+    counters8(first, subsequence, x[0]);
+    counters8(first + 8, subsequence, x[1]);
+    for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
+        for (int g = 0; g < 2; g++) {
+            __m256i hi0, lo0, hi1, lo1;
+            mulhilo8(m0, x[g][0], &hi0, &lo0);
+            mulhilo8(m1, x[g][2], &hi1, &lo1);
+            x[g][0] = _mm256_xor_si256(_mm256_xor_si256(hi1, x[g][1]), keys->k0[r]);
+            x[g][1] = lo1;
+            x[g][2] = _mm256_xor_si256(_mm256_xor_si256(hi0, x[g][3]), keys->k1[r]);
+            x[g][3] = lo0;
+        }
+    }
+}
+
+/* Packs the decisions of eight blocks (words x[0..3], block = lane) into bytes[0..7], exactly:
+ * all halves are compared at once, and a block with a half equal to T_hi goes through
+ * fd_block_decide for its refinement draw.  count <= 8 bytes are needed. */
+FD_AVX2 static inline void decide8(const fd_params *p, uint64_t j_first, const __m256i x[4],
+                                   uint64_t count, uint8_t *bytes)
+{
+    uint32_t t_hi = p->threshold >> 16;
+    /* Unsigned 16-bit h < t_hi as a signed compare after flipping both sign bits. */
+    const __m256i sign = _mm256_set1_epi16((short)0x8000);
+    const __m256i t_hi_signed = _mm256_set1_epi16((short)(t_hi ^ 0x8000u));
+    const __m256i t_hi_vec = _mm256_set1_epi16((short)t_hi);
+    /* Transpose so that each vector holds whole blocks, words in order: then its 16-bit lanes
+     * are the halves in decision order.  v[k] holds block k (low 128 bits) and block k + 4
+     * (high 128 bits). */
+    __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]);
+    __m256i t1 = _mm256_unpacklo_epi32(x[2], x[3]);
+    __m256i t2 = _mm256_unpackhi_epi32(x[0], x[1]);
+    __m256i t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+    __m256i v[4] = {_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1),
+                    _mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3)};
+    __m256i keep[4], ties = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        keep[k] = _mm256_cmpgt_epi16(t_hi_signed, _mm256_xor_si256(v[k], sign));
+        ties = _mm256_or_si256(ties, _mm256_cmpeq_epi16(v[k], t_hi_vec));
+    }
+    /* packs keeps 128-bit lanes apart: the masks come out as blocks (0, 1, 4, 5) and
+     * (2, 3, 6, 7), one byte each. */
+    uint32_t m01 = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(keep[0], keep[1]));
+    uint32_t m23 = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(keep[2], keep[3]));
+    uint64_t packed = (uint64_t)(m01 & 0xffffu) | (uint64_t)(m23 & 0xffffu) << 16 |
+                      (uint64_t)(m01 >> 16) << 32 | (uint64_t)(m23 >> 16) << 48;
+    uint8_t all[8];
+    memcpy(all, &packed, sizeof all);
+    if (!_mm256_testz_si256(ties, ties)) {
+        uint32_t words[4][8];
+        for (int w = 0; w < 4; w++)
+            _mm256_storeu_si256((__m256i *)words[w], x[w]);
+        for (uint64_t lane = 0; lane < count; lane++) {
+            uint32_t block[4] = {words[0][lane], words[1][lane], words[2][lane], words[3][lane]};
+            all[lane] = fd_block_decide(p, j_first + 8 * lane, block);
+        }
+    }
+    memcpy(bytes, all, (size_t)count);
+}
+
+FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits)
+{
+    philox8_keys keys;
+    philox8_keys_init(&keys, p->seed);
+    uint64_t first = p->start + j0 / 8;
+    for (uint64_t b = 0; b < nbytes; b += 16) {
+        __m256i x[2][4];
+        philox8x2(&keys, first + b, p->subsequence, x);
+        for (uint64_t g = 0; g < 2 && b + 8 * g < nbytes; g++) {
+            uint64_t done = b + 8 * g;
+            uint64_t count = nbytes - done < 8 ? nbytes - done : 8;
+            decide8(p, j0 + 8 * done, x[g], count, bits + done);
+        }
+    }
+}
+
+FD_AVX2 static void body_f32_avx2(const char *in, char *out, size_t nbytes, const uint8_t *bytes,
+                                  double scale)
+{
+    const float *x = (const float *)in;
+    float *y = (float *)out;
+    const __m256 s = _mm256_set1_ps((float)scale);
+    /* Lane i keeps iff bit i of the byte is set: broadcast the byte, isolate bit i, compare. */
+    const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (size_t b = 0; b < nbytes; b++, x += 8, y += 8) {
+        __m256i lanes = _mm256_and_si256(_mm256_set1_epi32(bytes[b]), select);
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lanes, select));
+        _mm256_storeu_ps(y, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(x), s), keep));
+    }
+}
+
+FD_AVX2 static void body_f64_avx2(const char *in, char *out, size_t nbytes, const uint8_t *bytes,
+                                  double scale)
+{
+    const double *x = (const double *)in;
+    double *y = (double *)out;
+    const __m256d s = _mm256_set1_pd(scale);
+    const __m256i select_lo = _mm256_setr_epi64x(1, 2, 4, 8);
+    const __m256i select_hi = _mm256_setr_epi64x(16, 32, 64, 128);
+    for (size_t b = 0; b < nbytes; b++, x += 8, y += 8) {
+        __m256i all = _mm256_set1_epi64x(bytes[b]);
+        __m256d keep_lo = _mm256_castsi256_pd(
+            _mm256_cmpeq_epi64(_mm256_and_si256(all, select_lo), select_lo));
+        __m256d keep_hi = _mm256_castsi256_pd(
+            _mm256_cmpeq_epi64(_mm256_and_si256(all, select_hi), select_hi));
+        _mm256_storeu_pd(y, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x), s), keep_lo));
+        _mm256_storeu_pd(y + 4, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x + 4), s), keep_hi));
+    }
+}
+
+const fd_kernels fd_kernels_avx2 = {decide_avx2, body_f32_avx2, body_f64_avx2};
+
+#endif /* FD_ENABLE_AVX2 */

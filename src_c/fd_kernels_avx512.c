@@ -1,0 +1,140 @@
+/*
+ * The AVX-512 path (F and BW): sixteen Philox blocks at once, and 16 floats or 8 doubles per
+ * vector with the decisions loaded straight into mask registers, so a dropped element is a
+ * zero-masked multiply.  Run only where CPUID reports AVX512F and AVX512BW.
+ */
+#include "fd_kernels.h"
+
+#if FD_ENABLE_AVX512
+
+#include <immintrin.h>
+
+#include "fd_philox.h"
+
+#define FD_AVX512 __attribute__((target("avx512f,avx512bw")))
+
+/* As mulhilo8 in the AVX2 path: the hardware multiplies even lanes only. */
+FD_AVX512 static inline void mulhilo16(__m512i m, __m512i c, __m512i *hi, __m512i *lo)
+{
+    __m512i even = _mm512_mul_epu32(c, m);
+    __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), m);
+    *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+
+typedef struct philox16_keys {
+    __m512i k0[FD_PHILOX_ROUNDS], k1[FD_PHILOX_ROUNDS];
+} philox16_keys;
+
+FD_AVX512 static void philox16_keys_init(philox16_keys *keys, uint64_t seed)
+{
+    fd_philox_key key = fd_philox_key_from_seed(seed);
+    for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
+        keys->k0[r] = _mm512_set1_epi32((int)(key.w[0] + (uint32_t)r * FD_PHILOX_W0));
+        keys->k1[r] = _mm512_set1_epi32((int)(key.w[1] + (uint32_t)r * FD_PHILOX_W1));
+    }
+}
+
+/* Blocks first .. first + 15 of a subsequence: x[w] holds word w of block first + lane. */
+FD_AVX512 static inline void philox16(const philox16_keys *keys, uint64_t first,
+                                      uint64_t subsequence, __m512i x[4])
+{
+    __m512i low = _mm512_set1_epi32((int)(uint32_t)first);
+    __m512i c0 = _mm512_add_epi32(
+        low, _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    __mmask16 carry = _mm512_cmplt_epu32_mask(c0, low);
+    __m512i high = _mm512_set1_epi32((int)(uint32_t)(first >> 32));
+    __m512i c1 = _mm512_mask_add_epi32(high, carry, high, _mm512_set1_epi32(1));
+    __m512i c2 = _mm512_set1_epi32((int)(uint32_t)subsequence);
+    __m512i c3 = _mm512_set1_epi32((int)(uint32_t)(subsequence >> 32));
+    const __m512i m0 = _mm512_set1_epi32((int)FD_PHILOX_M0);
+    const __m512i m1 = _mm512_set1_epi32((int)FD_PHILOX_M1);
+    for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
+        __m512i hi0, lo0, hi1, lo1;
+        mulhilo16(m0, c0, &hi0, &lo0);
+        mulhilo16(m1, c2, &hi1, &lo1);
+        c0 = _mm512_ternarylogic_epi32(hi1, c1, keys->k0[r], 0x96); /* three-way xor */
+        c1 = lo1;
+        c2 = _mm512_ternarylogic_epi32(hi0, c3, keys->k1[r], 0x96);
+        c3 = lo0;
+    }
+    x[0] = c0;
+    x[1] = c1;
+    x[2] = c2;
+    x[3] = c3;
+}
+
+FD_AVX512 static void decide_avx512(const fd_params *p, uint64_t j0, uint64_t nbytes,
+                                    uint8_t *bits)
+{
+    philox16_keys keys;
+    philox16_keys_init(&keys, p->seed);
+    const __m512i t_hi = _mm512_set1_epi16((short)(p->threshold >> 16));
+    /* Byte i of mask k is block 4 i + k (see below); this gathers the bytes in block order. */
+    const __m128i block_order = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    uint64_t first = p->start + j0 / 8;
+    for (uint64_t b = 0; b < nbytes; b += 16) {
+        __m512i x[4];
+        philox16(&keys, first + b, p->subsequence, x);
+        /* Transpose within 128-bit lanes so that the 16-bit lanes are halves in decision
+         * order: v[k] holds blocks k, k + 4, k + 8, k + 12, one per 128-bit lane. */
+        __m512i t0 = _mm512_unpacklo_epi32(x[0], x[1]);
+        __m512i t1 = _mm512_unpacklo_epi32(x[2], x[3]);
+        __m512i t2 = _mm512_unpackhi_epi32(x[0], x[1]);
+        __m512i t3 = _mm512_unpackhi_epi32(x[2], x[3]);
+        __m512i v[4] = {_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1),
+                        _mm512_unpacklo_epi64(t2, t3), _mm512_unpackhi_epi64(t2, t3)};
+        uint32_t keep[4];
+        __mmask32 ties = 0;
+        for (int k = 0; k < 4; k++) {
+            keep[k] = (uint32_t)_mm512_cmplt_epu16_mask(v[k], t_hi);
+            ties |= _mm512_cmpeq_epu16_mask(v[k], t_hi);
+        }
+        __m128i masks = _mm_setr_epi32((int)keep[0], (int)keep[1], (int)keep[2], (int)keep[3]);
+        uint8_t bytes[16];
+        _mm_storeu_si128((__m128i *)bytes, _mm_shuffle_epi8(masks, block_order));
+        uint64_t count = nbytes - b < 16 ? nbytes - b : 16;
+        if (ties) {
+            uint32_t words[4][16];
+            for (int w = 0; w < 4; w++)
+                _mm512_storeu_si512(words[w], x[w]);
+            for (uint64_t lane = 0; lane < count; lane++) {
+                uint32_t block[4] = {words[0][lane], words[1][lane], words[2][lane],
+                                     words[3][lane]};
+                bytes[lane] = fd_block_decide(p, j0 + 8 * (b + lane), block);
+            }
+        }
+        memcpy(bits + b, bytes, (size_t)count);
+    }
+}
+
+FD_AVX512 static void body_f32_avx512(const char *in, char *out, size_t nbytes,
+                                     const uint8_t *bytes, double scale)
+{
+    const float *x = (const float *)in;
+    float *y = (float *)out;
+    const __m512 s = _mm512_set1_ps((float)scale);
+    size_t b = 0;
+    for (; b + 2 <= nbytes; b += 2, x += 16, y += 16) {
+        __mmask16 keep = (__mmask16)(bytes[b] | bytes[b + 1] << 8);
+        _mm512_storeu_ps(y, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(x), s));
+    }
+    if (b < nbytes) { /* an odd last byte: eight lanes, loads and stores masked to them */
+        __m512 v = _mm512_maskz_loadu_ps(0x00ff, x);
+        _mm512_mask_storeu_ps(y, 0x00ff, _mm512_maskz_mul_ps(bytes[b], v, s));
+    }
+}
+
+FD_AVX512 static void body_f64_avx512(const char *in, char *out, size_t nbytes,
+                                     const uint8_t *bytes, double scale)
+{
+    const double *x = (const double *)in;
+    double *y = (double *)out;
+    const __m512d s = _mm512_set1_pd(scale);
+    for (size_t b = 0; b < nbytes; b++, x += 8, y += 8)
+        _mm512_storeu_pd(y, _mm512_maskz_mul_pd((__mmask8)bytes[b], _mm512_loadu_pd(x), s));
+}
+
+const fd_kernels fd_kernels_avx512 = {decide_avx512, body_f32_avx512, body_f64_avx512};
+
+#endif /* FD_ENABLE_AVX512 */
