@@ -78,7 +78,10 @@ def _check_keep_prob(keep_prob) -> float:
     elif isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
         raise TypeError(f"keep_prob must be a real number in (0, 1], got {keep_prob!r}")
     else:
-        q = float(keep_prob)
+        try:
+            q = float(keep_prob)
+        except OverflowError:
+            raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob!r}") from None
     if not 0.0 < q <= 1.0:
         raise ValueError(f"keep_prob must be in (0, 1], got {q}")
     if threshold_for(q) == 0:
@@ -88,7 +91,7 @@ def _check_keep_prob(keep_prob) -> float:
 
 
 def _check_choice(name: str, value, choices: tuple) -> str:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 

@@ -230,7 +230,7 @@ class DropoutMask:
     def to_bool(self) -> np.ndarray:
         """The decisions as a boolean array of `mask_shape`, True where the unit is kept."""
         size = self.size
-        if not self.draws:
+        if not self.draws or not size:
             return np.ones(self.mask_shape, dtype=bool)
         if self.bits is not None:
             bits = self.bits

@@ -104,7 +104,8 @@ def _numpy_engine(forward: bool, src: np.ndarray, out: np.ndarray, mask: Dropout
         keep = keep.reshape(mask.mask_shape)
     if forward and mask.bits is not None:
         mask.bits[:] = np.packbits(keep.reshape(-1), bitorder="little")
-    result = np.where(keep, src * src.dtype.type(scale), src.dtype.type(0))
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are data, as in C
+        result = np.where(keep, src * src.dtype.type(scale), src.dtype.type(0))
     out[...] = result
 
 

@@ -143,9 +143,6 @@ def test_keep_prob_refused(impl, keep_prob, exc, x, out, stream):
                    lambda: impl.dropout(x, keep_prob, stream=stream, out=out), x, out, stream)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: float(keep_prob) overflows before the range check, so the "
-                          "OverflowError does not name keep_prob")
 def test_keep_prob_huge_int_names_the_argument(x, stream):
     """An int too large for a float is still a keep_prob outside (0, 1] and must say so."""
     try:
@@ -548,9 +545,6 @@ def test_empty_call_on_exhausted_stream(store, dtype):
                    lambda: fastdrop.dropout(x, 0.5, stream=s, shared_axes=0), x, s)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="bug: DropoutMask.to_bool() passes start=2**64 to the C core for a "
-                          "mask with no decisions made at the very end of a stream")
 def test_empty_mask_at_end_of_stream_to_bool():
     """to_bool() of a 0-decision mask made at position 2**64 is an empty boolean array (the
     reference's mask_to_bool gives one)."""
