@@ -9,6 +9,7 @@ import pytest
 from hypothesis import settings
 
 import fastdrop
+from fastdrop import _core
 
 settings.register_profile("ci", deadline=None, max_examples=60, print_blob=True)
 settings.register_profile("thorough", deadline=None, max_examples=1000, print_blob=True)
@@ -31,3 +32,13 @@ def restore_default_stream():
     yield stream
     stream.manual_seed(seed, subsequence)
     stream.reserve(position)
+
+
+@pytest.fixture(scope="module", params=_core.simd_paths())
+def every_simd_path(request):
+    """Runs each test of a module once per SIMD path this machine supports (every path must give
+    the same bits), restoring the path chosen at import afterwards."""
+    before = _core.simd_path()
+    _core.set_simd_path(request.param)
+    yield request.param
+    _core.set_simd_path(before)

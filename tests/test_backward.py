@@ -15,6 +15,9 @@ import fastdrop
 from fastdrop import reference
 from fastdrop._stream import scale_for
 
+# Every SIMD path the machine supports must reproduce these results bit for bit.
+pytestmark = pytest.mark.usefixtures("every_simd_path")
+
 DTYPES = [np.float32, np.float64]
 MODES = ["inverted", "classic"]
 STORES = ["seed", "bits"]

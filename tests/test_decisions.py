@@ -17,6 +17,9 @@ import randomgen
 import fastdrop
 from fastdrop import reference
 
+# Every SIMD path the machine supports must reproduce these results bit for bit.
+pytestmark = pytest.mark.usefixtures("every_simd_path")
+
 
 # ---------------------------------------------------------------------------------------------
 # The oracle

@@ -22,6 +22,9 @@ import fastdrop
 from fastdrop import reference
 from fastdrop._stream import scale_for, threshold_for
 
+# Every SIMD path the machine supports must reproduce these results bit for bit.
+pytestmark = pytest.mark.usefixtures("every_simd_path")
+
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SPECIAL_KEEP_PROBS = (0.5, 0.8, 1.0, 1 - 2**-20, 2**-20)
 SENTINEL = 1234.5

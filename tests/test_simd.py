@@ -1,0 +1,62 @@
+"""The SIMD path is chosen at run time: checks of that choice (the kernels of every path are
+compared with the reference in test_reference_equality.py, test_decisions.py and
+test_backward.py, which run once per supported path)."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import fastdrop
+from fastdrop import _api, _core
+
+PACKAGE_PARENT = str(pathlib.Path(fastdrop.__file__).resolve().parents[1])
+
+
+def run_python(code, **env):
+    """Runs `code` in a fresh interpreter that imports this fastdrop; returns its output."""
+    environment = dict(os.environ, PYTHONPATH=PACKAGE_PARENT, **env)
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                            text=True, check=True)
+    return result
+
+
+def test_scalar_path_is_always_available():
+    """The portable path must exist everywhere: it is the fallback for every other one."""
+    assert _core.simd_paths()[0] == "scalar"
+
+
+def test_import_picks_the_fastest_supported_path():
+    """Without FASTDROP_SIMD the fastest path that passed the probe is in use."""
+    assert fastdrop.simd_path() == _core.simd_paths()[-1]
+
+
+@pytest.mark.parametrize("path", _core.simd_paths())
+def test_every_supported_path_passes_the_import_probe(path):
+    """The probe that guards the choice at import must accept a correct path."""
+    before = _core.simd_path()
+    try:
+        assert _api._agrees_with_scalar(path)
+    finally:
+        _core.set_simd_path(before)
+
+
+@pytest.mark.parametrize("path", _core.simd_paths())
+def test_environment_variable_forces_a_path(path):
+    """FASTDROP_SIMD selects the path, so a user or a test can run any of them."""
+    result = run_python("import fastdrop; print(fastdrop.simd_path())", FASTDROP_SIMD=path)
+    assert result.stdout.strip() == path
+
+
+def test_unavailable_path_in_environment_warns_and_falls_back():
+    """A path the machine cannot run is refused with a warning, never used."""
+    result = run_python("import fastdrop; print(fastdrop.simd_path())", FASTDROP_SIMD="sse9")
+    assert result.stdout.strip() == _core.simd_paths()[-1]
+    assert "FASTDROP_SIMD" in result.stderr and "sse9" in result.stderr
+
+
+def test_set_simd_path_refuses_unknown_names():
+    with pytest.raises(ValueError, match="not available"):
+        _core.set_simd_path("sse9")
+    assert fastdrop.simd_path() in _core.simd_paths()
