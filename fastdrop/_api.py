@@ -59,9 +59,10 @@ def _check_out(out, like: np.ndarray, like_name: str) -> None:
         raise TypeError(f"out must have the dtype of {like_name} ({like.dtype}), got {out.dtype}")
     if out.shape != like.shape:
         raise ValueError(f"out must have the shape of {like_name} {like.shape}, got {out.shape}")
-    if not out.flags.writeable:
+    flags = out.flags
+    if not flags.writeable:
         raise ValueError("out is read-only")
-    if not out.flags.aligned:
+    if not flags.aligned:
         raise ValueError("out is not aligned to its items")
     if out is like or not np.may_share_memory(out, like):
         return

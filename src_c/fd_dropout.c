@@ -269,6 +269,7 @@ typedef struct call {
     char *out;
     const uint8_t *bits_in;
     uint8_t *bits_out;
+    uint64_t tile;           /* decisions per tile */
 } call;
 
 static void apply_segment(const call *c, const char *in, char *out, ptrdiff_t len,
@@ -375,6 +376,34 @@ static int effective_threads(const fd_params *p, uint64_t elements, uint64_t til
     return threads;
 }
 
+/* Calls fn(ctx, t) for t in [0, tiles), on `threads` threads.  One thread runs the plain loop:
+ * even a one-thread OpenMP region costs more than a small call's whole work. */
+typedef void (*tile_fn)(const void *ctx, int64_t t);
+
+static void for_each_tile(int64_t tiles, int threads, tile_fn fn, const void *ctx)
+{
+#if FD_USE_OPENMP
+    if (threads > 1) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t t = 0; t < tiles; t++)
+            fn(ctx, t);
+        return;
+    }
+#else
+    (void)threads;
+#endif
+    for (int64_t t = 0; t < tiles; t++)
+        fn(ctx, t);
+}
+
+static void call_tile(const void *ctx, int64_t t)
+{
+    const call *c = ctx;
+    uint64_t j0 = (uint64_t)t * c->tile;
+    uint64_t rest = c->L.mask_size - j0;
+    run_tile(c, j0, rest < c->tile ? rest : c->tile);
+}
+
 static fd_status run(call *c)
 {
     const fd_params *p = c->p;
@@ -388,18 +417,9 @@ static fd_status run(call *c)
         /* Nothing to write, but a stored mask still records the decisions of the mask shape. */
         return c->bits_out ? fd_mask_generate(p, c->bits_out) : FD_OK;
     }
-    uint64_t mask_size = c->L.mask_size;
-    uint64_t tile = tile_decisions(&c->L);
-    int64_t tiles = (int64_t)((mask_size + tile - 1) / tile);
-    int threads = effective_threads(p, c->L.elements, (uint64_t)tiles);
-    (void)threads;
-#if FD_USE_OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int64_t t = 0; t < tiles; t++) {
-        uint64_t j0 = (uint64_t)t * tile;
-        run_tile(c, j0, mask_size - j0 < tile ? mask_size - j0 : tile);
-    }
+    c->tile = tile_decisions(&c->L);
+    int64_t tiles = (int64_t)((c->L.mask_size + c->tile - 1) / c->tile);
+    for_each_tile(tiles, effective_threads(p, c->L.elements, (uint64_t)tiles), call_tile, c);
     return FD_OK;
 }
 
@@ -416,6 +436,22 @@ uint64_t fd_mask_size(const fd_params *p)
     return size;
 }
 
+typedef struct generate {
+    const fd_params *p;
+    const fd_kernels *kernels;
+    uint64_t mask_size;
+    uint8_t *bits;
+} generate;
+
+static void generate_tile(const void *ctx, int64_t t)
+{
+    const generate *g = ctx;
+    uint64_t j0 = (uint64_t)t * FD_TILE_MAX_DECISIONS;
+    uint64_t rest = g->mask_size - j0;
+    decide_range(g->p, g->kernels, j0, rest < FD_TILE_MAX_DECISIONS ? rest : FD_TILE_MAX_DECISIONS,
+                 g->bits + j0 / 8);
+}
+
 fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
 {
     if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
@@ -425,19 +461,9 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
     fd_status status = check_params(p, &L);
     if (status != FD_OK)
         return status;
-    const fd_kernels *kernels = kernels_for(fd_simd_active());
+    generate g = {p, kernels_for(fd_simd_active()), L.mask_size, bits};
     int64_t tiles = (int64_t)((L.mask_size + FD_TILE_MAX_DECISIONS - 1) / FD_TILE_MAX_DECISIONS);
-    int threads = effective_threads(p, L.mask_size, (uint64_t)tiles);
-    (void)threads;
-#if FD_USE_OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int64_t t = 0; t < tiles; t++) {
-        uint64_t j0 = (uint64_t)t * FD_TILE_MAX_DECISIONS;
-        uint64_t rest = L.mask_size - j0;
-        decide_range(p, kernels, j0, rest < FD_TILE_MAX_DECISIONS ? rest : FD_TILE_MAX_DECISIONS,
-                     bits + j0 / 8);
-    }
+    for_each_tile(tiles, effective_threads(p, L.mask_size, (uint64_t)tiles), generate_tile, &g);
     return FD_OK;
 }
 

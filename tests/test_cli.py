@@ -1,6 +1,7 @@
 """The ``fastdrop`` command line: ``bench`` and ``info`` (timings themselves live in bench/)."""
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -138,9 +139,12 @@ def test_info(capsys):
     assert any(line.startswith("CPU: ") and len(line) > len("CPU: ") for line in lines)
 
 
-def test_python_dash_m_fastdrop_info():
-    env = dict(os.environ, FASTDROP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "fastdrop", "info"], env=env,
+def test_python_dash_m_fastdrop_info(tmp_path):
+    """`python -m fastdrop` runs the CLI; run from elsewhere so that the fastdrop under test (the
+    installed one in CI) is imported, not a source tree in the working directory."""
+    package_parent = str(pathlib.Path(fastdrop.__file__).resolve().parents[1])
+    env = dict(os.environ, FASTDROP_NUM_THREADS="1", PYTHONPATH=package_parent)
+    result = subprocess.run([sys.executable, "-m", "fastdrop", "info"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"fastdrop {fastdrop.__version__}" in result.stdout.splitlines()

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -15,11 +16,11 @@ PACKAGE_PARENT = str(pathlib.Path(fastdrop.__file__).resolve().parents[1])
 
 
 def run_python(code, **env):
-    """Runs `code` in a fresh interpreter that imports this fastdrop; returns its output."""
+    """Runs `code` in a fresh interpreter that imports this fastdrop (from a neutral working
+    directory, so that a source tree there cannot shadow it); returns the finished process."""
     environment = dict(os.environ, PYTHONPATH=PACKAGE_PARENT, **env)
-    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
-                            text=True, check=True)
-    return result
+    return subprocess.run([sys.executable, "-c", code], env=environment, cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, check=True)
 
 
 def test_scalar_path_is_always_available():
