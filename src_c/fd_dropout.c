@@ -29,7 +29,9 @@
 #define FD_TILE_TARGET_ELEMENTS 16384
 /* Calls smaller than this run on the calling thread: waking a thread team costs microseconds,
  * more than the whole work of a small call. */
+#ifndef FD_PARALLEL_MIN_ELEMENTS
 #define FD_PARALLEL_MIN_ELEMENTS 65536
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* The instruction-set path                                                                    */
