@@ -18,20 +18,42 @@ import numpy as np
 
 from fastdrop import _core
 from fastdrop._stream import (BLOCK_LIMIT, MODES, DropoutMask, Stream, blocks_for, check_seed,
-                              mask_shape, packed_nbytes, scale_for, threshold_for)
+                              compute_dtype, kernel_op, mask_shape, packed_nbytes, threshold_for)
 
 STORES = ("seed", "bits")
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-# An engine computes out = kept ? src * scale : 0 for a mask that draws (training, keep_prob < 1):
-# engine(forward, src, out, mask, scale).  forward=True draws the decisions and fills mask.bits
-# when it is an array; forward=False reads mask.bits when present and regenerates otherwise.
-Engine = Callable[[bool, np.ndarray, np.ndarray, DropoutMask, float], None]
 
 
-def _compiled_engine(forward, src, out, mask, scale):
-    _core.apply(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
-                threshold_for(mask.keep_prob), False, scale, mask.bits)
+def _storage_types() -> dict:
+    """The dtypes fastdrop serves, each with its index in the C core: bfloat16 when the optional
+    ml_dtypes package is installed."""
+    types = {np.dtype(np.float16): _core.DTYPE_F16, np.dtype(np.float32): _core.DTYPE_F32,
+             np.dtype(np.float64): _core.DTYPE_F64}
+    try:
+        import ml_dtypes
+    except ImportError:
+        return types
+    types[np.dtype(ml_dtypes.bfloat16)] = _core.DTYPE_BF16
+    return types
+
+
+STORAGE_TYPES = _storage_types()
+SUPPORTED_DTYPES = tuple(STORAGE_TYPES)
+_DTYPE_NAMES = ", ".join(dtype.name for dtype in SUPPORTED_DTYPES)
+
+# An engine computes out = kept ? op(src) : dropped, op = kernel_op(...) = (scale, shift,
+# dropped, affine), in the compute precision of src's dtype: engine(forward, src, out, mask, op).
+# When the mask draws (training, keep_prob < 1), forward=True draws the decisions and fills
+# mask.bits when it is an array, forward=False reads mask.bits when present and regenerates
+# otherwise; when it does not (evaluation), every unit is kept.
+Engine = Callable[[bool, np.ndarray, np.ndarray, DropoutMask, tuple], None]
+
+
+def _compiled_engine(forward, src, out, mask, op):
+    if mask.draws:
+        _core.apply(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
+                    threshold_for(mask.keep_prob), False, op, STORAGE_TYPES[src.dtype], mask.bits)
+    else:
+        _core.apply(True, src, out, (), 0, 0, 0, 0, True, op, STORAGE_TYPES[src.dtype], None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +68,7 @@ def _check_array(name: str, a) -> None:
             raise ValueError(
                 f"{name} has non-native byte order ({a.dtype.str}); convert it first, "
                 f"e.g. {name}.astype({name}.dtype.newbyteorder('='))")
-        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+        raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got {a.dtype}")
     if not a.flags.aligned:
         raise ValueError(f"{name} is not aligned to its {a.dtype.itemsize}-byte items; "
                          "copy it into an aligned array first")
@@ -142,15 +164,22 @@ def _check_stream(seed, stream):
 # The calls
 # ---------------------------------------------------------------------------------------------
 
-def _pass_through(src: np.ndarray, factor: Optional[float], out):
-    """src itself (or a copy into out) when factor is None, else src * factor rounded to the
-    dtype: the calls that draw nothing."""
-    if factor is None:
-        if out is None or out is src:
-            return src
-        np.copyto(out, src)
-        return out
-    return np.multiply(src, src.dtype.type(factor), out=out)
+def _identity(src: np.ndarray, out):
+    """src itself, or a copy into out: the calls that keep every unit unchanged."""
+    if out is None or out is src:
+        return src
+    np.copyto(out, src)
+    return out
+
+
+def _scaled(engine: Engine, src: np.ndarray, out, mask: DropoutMask):
+    """keep_prob * src in the compute precision: classic dropout's evaluation, and its
+    gradient."""
+    factor = float(compute_dtype(src.dtype).type(mask.keep_prob))
+    if out is None:
+        out = np.empty_like(src)
+    engine(True, src, out, mask, (factor, 0.0, 0.0, False))
+    return out
 
 
 def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, stream, out, store):
@@ -165,7 +194,9 @@ def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, str
         _check_out(out, x, "x")
     if not training:
         mask = DropoutMask(x.shape, axes, q, mode, False)
-        return _pass_through(x, q if mode == "classic" else None, out), mask
+        if mode == "classic":
+            return _scaled(engine, x, out, mask), mask
+        return _identity(x, out), mask
 
     size = math.prod(mask_shape(x.shape, axes))
     blocks = blocks_for(size)
@@ -182,11 +213,11 @@ def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, str
     if q == 1.0:
         if bits is not None:
             bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
-        return _pass_through(x, None, out), mask
+        return _identity(x, out), mask
     if out is None:
         out = np.empty_like(x)
     if size:  # with no decisions there is nothing to draw, and start may be 2**64
-        engine(True, x, out, mask, scale_for(q, mode, x.dtype))
+        engine(True, x, out, mask, kernel_op(q, mode, x.dtype, True))
     return out, mask
 
 
@@ -200,13 +231,14 @@ def backward(engine: Engine, dy, mask, out):
     if out is not None:
         _check_out(out, dy, "dy")
     if not mask.draws:
-        # Evaluation is y = x (inverted) or y = q*x (classic); keep_prob = 1 trains as y = x.
-        classic_eval = mask.mode == "classic" and not mask.training
-        return _pass_through(dy, mask.keep_prob if classic_eval else None, out)
+        # Evaluation is y = q * x (classic) or y = x; keep_prob = 1 trains as y = x.
+        if mask.mode == "classic" and not mask.training:
+            return _scaled(engine, dy, out, mask)
+        return _identity(dy, out)
     if out is None:
         out = np.empty_like(dy)
     if mask.size:
-        engine(False, dy, out, mask, scale_for(mask.keep_prob, mask.mode, dy.dtype))
+        engine(False, dy, out, mask, kernel_op(mask.keep_prob, mask.mode, dy.dtype, False))
     return out
 
 
@@ -355,20 +387,23 @@ def simd_path() -> str:
 
 def _agrees_with_scalar(path: str) -> bool:
     """Whether `path` reproduces the scalar path's bits on a probe that reaches every branch of a
-    kernel: both dtypes, stored bits, a tie (h == T_hi) needing a refinement draw, rows that start
-    and end inside a byte of decisions, and a tail shorter than a vector."""
+    kernel: every dtype, both kinds of operation, stored bits, a tie (h == T_hi) needing a
+    refinement draw, rows that start and end inside a byte of decisions, tails shorter than a
+    vector, values that round."""
     words = _core.philox_words(1, 0, 0, 8)
     tie_threshold = (int(words[0]) & 0xFFFF) << 16 | 0x8000  # T_hi is the first half
+    values = np.linspace(-3, 3, 21 * 77).reshape(21, 77)[:, 3:] * np.pi
     results = []
     for name in ("scalar", path):
         _core.set_simd_path(name)
-        for dtype in SUPPORTED_DTYPES:
-            x = np.arange(1, 1 + 21 * 77, dtype=dtype).reshape(21, 77)[:, 3:]
+        for dtype, index in STORAGE_TYPES.items():
+            x = values.astype(dtype)
             for threshold in (tie_threshold, 3 << 30):
-                out = np.empty_like(x)
-                bits = np.empty(packed_nbytes(x.size), dtype=np.uint8)
-                _core.apply(True, x, out, (), 1, 0, 0, threshold, False, 1.25, bits)
-                results.append((out.tobytes(), bits.tobytes()))
+                for op in ((1.25, 0.0, 0.0, False), (1.5, 0.25, -0.75, True)):
+                    out = np.empty_like(x)
+                    bits = np.empty(packed_nbytes(x.size), dtype=np.uint8)
+                    _core.apply(True, x, out, (), 1, 0, 0, threshold, False, op, index, bits)
+                    results.append((out.tobytes(), bits.tobytes()))
     half = len(results) // 2
     return results[:half] == results[half:]
 

@@ -22,6 +22,11 @@ def mask_generate(
     keep_all: bool,
     nbytes: int,
 ) -> npt.NDArray[np.uint8]: ...
+DTYPE_F16: int
+DTYPE_BF16: int
+DTYPE_F32: int
+DTYPE_F64: int
+
 def apply(
     forward: bool,
     x: np.ndarray,
@@ -32,6 +37,7 @@ def apply(
     start: int,
     threshold: int,
     keep_all: bool,
-    scale: float,
+    op: Tuple[float, float, float, bool],
+    dtype: int,
     bits: Optional[npt.NDArray[np.uint8]],
 ) -> None: ...

@@ -5,7 +5,7 @@ Private: fastdrop's Python layer validates every argument before it calls in (sh
 strides, overlap, the stream range), so these functions only translate arrays into pointers,
 shapes and strides and make one C call with the GIL released.
 """
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 cimport numpy as cnp
@@ -43,6 +43,9 @@ cdef extern from "fd_dropout.h":
         uint32_t threshold
         int keep_all
         double scale
+        double shift
+        double dropped
+        int affine
         int ndim
         const cnp.npy_intp *shape
         const cnp.npy_intp *in_strides
@@ -51,10 +54,18 @@ cdef extern from "fd_dropout.h":
         int num_threads
 
     fd_status fd_mask_generate(const fd_params *p, uint8_t *bits) nogil
+    fd_status fd_dropout_forward_f16(const fd_params *p, const uint16_t *x, uint16_t *out,
+                                     uint8_t *bits_out) nogil
+    fd_status fd_dropout_forward_bf16(const fd_params *p, const uint16_t *x, uint16_t *out,
+                                      uint8_t *bits_out) nogil
     fd_status fd_dropout_forward_f32(const fd_params *p, const float *x, float *out,
                                      uint8_t *bits_out) nogil
     fd_status fd_dropout_forward_f64(const fd_params *p, const double *x, double *out,
                                      uint8_t *bits_out) nogil
+    fd_status fd_dropout_backward_f16(const fd_params *p, const uint16_t *x, uint16_t *out,
+                                      const uint8_t *bits_in) nogil
+    fd_status fd_dropout_backward_bf16(const fd_params *p, const uint16_t *x, uint16_t *out,
+                                       const uint8_t *bits_in) nogil
     fd_status fd_dropout_backward_f32(const fd_params *p, const float *x, float *out,
                                       const uint8_t *bits_in) nogil
     fd_status fd_dropout_backward_f64(const fd_params *p, const double *x, double *out,
@@ -126,7 +137,7 @@ def philox_words(uint64_t seed, uint64_t high, uint64_t first_block, Py_ssize_t 
 cdef fd_params _params(int ndim, const cnp.npy_intp *shape, const cnp.npy_intp *in_strides,
                        const cnp.npy_intp *out_strides, tuple shared_axes, uint8_t *flags,
                        uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
-                       bint keep_all, double scale):
+                       bint keep_all, tuple op):
     """The C call's parameters; `flags` (FD_MAX_NDIM bytes) receives the shared-axis flags."""
     cdef fd_params p
     cdef Py_ssize_t axis
@@ -138,7 +149,7 @@ cdef fd_params _params(int ndim, const cnp.npy_intp *shape, const cnp.npy_intp *
     p.start = start
     p.threshold = threshold
     p.keep_all = keep_all
-    p.scale = scale
+    p.scale, p.shift, p.dropped, p.affine = op
     p.ndim = ndim
     p.shape = shape
     p.in_strides = in_strides
@@ -163,7 +174,7 @@ def mask_generate(tuple shape, tuple shared_axes, uint64_t seed, uint64_t subseq
     cdef const cnp.npy_intp *no_strides = <const cnp.npy_intp *>cnp.PyArray_DATA(strides)
     cdef fd_params p = _params(len(shape), <const cnp.npy_intp *>cnp.PyArray_DATA(dims),
                                no_strides, no_strides, shared_axes, flags, seed, subsequence,
-                               start, threshold, keep_all, 1.0)
+                               start, threshold, keep_all, (1.0, 0.0, 0.0, False))
     cdef cnp.ndarray bits = np.zeros(nbytes, dtype=np.uint8)
     cdef fd_status status
     with nogil:
@@ -172,38 +183,53 @@ def mask_generate(tuple shape, tuple shared_axes, uint64_t seed, uint64_t subseq
     return bits
 
 
+# The storage types, in the order of the C core's fd_kernels.body.
+cpdef enum:
+    DTYPE_F16 = 0
+    DTYPE_BF16 = 1
+    DTYPE_F32 = 2
+    DTYPE_F64 = 3
+
+
 def apply(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
           uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
-          bint keep_all, double scale, cnp.ndarray bits):
-    """One kernel call: out = kept ? x * scale : 0.
+          bint keep_all, tuple op, int dtype, cnp.ndarray bits):
+    """One kernel call: out = kept ? x * scale (+ shift) : dropped, op = (scale, shift, dropped,
+    affine) in the compute precision of `dtype` (one of the DTYPE_ constants).
 
-    forward=True draws the decisions and, when `bits` is an array, also stores them there;
-    forward=False reads them from `bits` when it is an array and regenerates them otherwise.
-    x and out have the same shape and a dtype of float32 or float64 (the same for both);
+    forward=True draws the decisions (all kept when keep_all) and, when `bits` is an array,
+    also stores them there; forward=False reads them from `bits` when it is an array and
+    regenerates them otherwise.  x and out have the same shape and the storage type `dtype`;
     `shared_axes` holds distinct axes in [0, x.ndim); `bits` is None or a writable, contiguous
     uint8 array of ceil(mask size / 8) bytes.
     """
     cdef uint8_t flags[FD_MAX_NDIM]
     cdef fd_params p = _params(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_STRIDES(x),
                                cnp.PyArray_STRIDES(out), shared_axes, flags, seed, subsequence,
-                               start, threshold, keep_all, scale)
+                               start, threshold, keep_all, op)
     cdef uint8_t *bits_ptr = NULL if bits is None else <uint8_t *>cnp.PyArray_DATA(bits)
     cdef void *src = cnp.PyArray_DATA(x)
     cdef void *dst = cnp.PyArray_DATA(out)
-    cdef int typenum = cnp.PyArray_TYPE(x)
     cdef fd_status status
-    if typenum == cnp.NPY_FLOAT32:
-        with nogil:
+    with nogil:
+        if dtype == DTYPE_F16:
+            if forward:
+                status = fd_dropout_forward_f16(&p, <uint16_t *>src, <uint16_t *>dst, bits_ptr)
+            else:
+                status = fd_dropout_backward_f16(&p, <uint16_t *>src, <uint16_t *>dst, bits_ptr)
+        elif dtype == DTYPE_BF16:
+            if forward:
+                status = fd_dropout_forward_bf16(&p, <uint16_t *>src, <uint16_t *>dst, bits_ptr)
+            else:
+                status = fd_dropout_backward_bf16(&p, <uint16_t *>src, <uint16_t *>dst, bits_ptr)
+        elif dtype == DTYPE_F32:
             if forward:
                 status = fd_dropout_forward_f32(&p, <float *>src, <float *>dst, bits_ptr)
             else:
                 status = fd_dropout_backward_f32(&p, <float *>src, <float *>dst, bits_ptr)
-    elif typenum == cnp.NPY_FLOAT64:
-        with nogil:
+        else:
             if forward:
                 status = fd_dropout_forward_f64(&p, <double *>src, <double *>dst, bits_ptr)
             else:
                 status = fd_dropout_backward_f64(&p, <double *>src, <double *>dst, bits_ptr)
-    else:
-        raise TypeError(f"the C core has no kernel for dtype {x.dtype}")
     _check(status)

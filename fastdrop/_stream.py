@@ -14,7 +14,10 @@ SEED_LIMIT = 2**64
 SUBSEQUENCE_LIMIT = 2**63
 BLOCK_LIMIT = 2**64
 DECISIONS_PER_BLOCK = 8
-MODES = ("inverted", "classic")
+MODES = ("inverted", "classic", "alpha")
+# -lambda * alpha of SELU (Klambauer et al. 2017): the value alpha dropout gives dropped units
+# before its affine correction, the limit of SELU for large negative inputs.
+ALPHA_PRIME = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
 
 
 def _integer(name: str, value, limit: int) -> int:
@@ -155,14 +158,21 @@ def threshold_for(keep_prob: float) -> int:
     return int(keep_prob * 2.0**32)
 
 
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The precision a dtype is computed in: float64 for float64, float32 for the rest."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
 @lru_cache(maxsize=256)
 def scale_for(keep_prob: float, mode: str, dtype: np.dtype) -> float:
-    """The factor applied to kept values: 1/keep_prob (inverted) or 1 (classic), rounded once to
-    the dtype's compute precision.  Going through float64 first could round twice, so the
-    nearest representable value is chosen against the exact rational 1/keep_prob."""
+    """The factor applied to kept values of an inverted or classic call: 1/keep_prob (inverted)
+    or 1 (classic), rounded once to the dtype's compute precision.  Going through float64 first
+    could round twice, so the nearest representable value is chosen against the exact rational
+    1/keep_prob."""
     if mode == "classic":
         return 1.0
     exact = 1 / Fraction(keep_prob)
+    dtype = compute_dtype(dtype)
     ftype = dtype.type
     guess = ftype(float(exact))
     candidates = (np.nextafter(guess, ftype(-np.inf)), guess, np.nextafter(guess, ftype(np.inf)))
@@ -170,6 +180,31 @@ def scale_for(keep_prob: float, mode: str, dtype: np.dtype) -> float:
     best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact),
                                           int(np.array(c).view(uint)) & 1))
     return float(best)
+
+
+def alpha_constants(keep_prob: float, dtype: np.dtype) -> tuple:
+    """(a, b, dropped) of alpha dropout in the dtype's compute precision: kept units become
+    a * x + b and dropped ones a * ALPHA_PRIME + b, so that zero-mean, unit-variance input keeps
+    mean 0 and variance 1 (Klambauer et al. 2017):
+    a = (q + ALPHA_PRIME**2 q (1 - q))**-1/2, b = -a (1 - q) ALPHA_PRIME."""
+    q = keep_prob
+    ctype = compute_dtype(dtype).type
+    a = ctype((q + ALPHA_PRIME**2 * q * (1 - q)) ** -0.5)
+    b = ctype(-float(a) * (1 - q) * ALPHA_PRIME)
+    return a, b, a * ctype(ALPHA_PRIME) + b
+
+
+@lru_cache(maxsize=256)
+def kernel_op(keep_prob: float, mode: str, dtype: np.dtype, forward: bool) -> tuple:
+    """What a training call does to each element, as the C core takes it:
+    (scale, shift, dropped, affine): kept x becomes x * scale, + shift when affine; dropped
+    units become `dropped`.  All in the dtype's compute precision (SPEC §2)."""
+    if mode != "alpha":
+        return (scale_for(keep_prob, mode, dtype), 0.0, 0.0, False)
+    a, b, dropped = alpha_constants(keep_prob, dtype)
+    if not forward:  # dx = a * m * dy
+        return (float(a), 0.0, 0.0, False)
+    return (float(a), float(b), float(dropped), True)
 
 
 class DropoutMask:
@@ -189,7 +224,7 @@ class DropoutMask:
     mask_shape : tuple of int
         ``shape`` with the shared axes set to 1: one decision per element of this shape.
     keep_prob : float
-    mode : {"inverted", "classic"}
+    mode : {"inverted", "classic", "alpha"}
     training : bool
         False for an evaluation-mode call, which draws nothing: every unit passes.
     seed, subsequence, start : int or None

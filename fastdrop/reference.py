@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from fastdrop import _api
-from fastdrop._stream import DropoutMask, Stream, threshold_for
+from fastdrop._stream import DropoutMask, Stream, compute_dtype, threshold_for
 
 __all__ = ["philox4x32_10", "philox_words", "keep_rule", "refinement_draw", "decisions",
            "mask_to_bool", "dropout", "dropout_backward"]
@@ -96,17 +96,23 @@ def mask_to_bool(mask: DropoutMask) -> np.ndarray:
 
 
 def _numpy_engine(forward: bool, src: np.ndarray, out: np.ndarray, mask: DropoutMask,
-                  scale: float) -> None:
-    if forward or mask.bits is None:
+                  op: tuple) -> None:
+    scale, shift, dropped, affine = op
+    if not mask.draws:
+        keep = np.ones(mask.mask_shape, dtype=bool)
+    elif forward or mask.bits is None:
         keep = mask_to_bool(mask)
     else:
         keep = np.unpackbits(mask.bits, count=mask.size, bitorder="little").view(bool)
         keep = keep.reshape(mask.mask_shape)
     if forward and mask.bits is not None:
         mask.bits[:] = np.packbits(keep.reshape(-1), bitorder="little")
+    ctype = compute_dtype(src.dtype).type
     with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are data, as in C
-        result = np.where(keep, src * src.dtype.type(scale), src.dtype.type(0))
-    out[...] = result
+        value = src.astype(ctype) * ctype(scale)
+        if affine:
+            value = value + ctype(shift)
+        out[...] = np.where(keep, value, ctype(dropped)).astype(src.dtype)
 
 
 def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str = "inverted",

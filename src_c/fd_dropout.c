@@ -60,7 +60,7 @@ int fd_simd_supported(fd_simd path)
         return 1;
 #if FD_ENABLE_AVX2
     case FD_SIMD_AVX2:
-        return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 #endif
 #if FD_ENABLE_AVX512
     case FD_SIMD_AVX512:
@@ -132,54 +132,66 @@ static void decide_range(const fd_params *p, const fd_kernels *k, uint64_t j0, u
 
 /* Applies decisions to n elements spaced by the given byte strides: element i takes decision bit
  * bit0 + i when per_element, else all n take bit bit0 (a shared axis).  Contiguous rows go to
- * the path's vector body from the first byte boundary of their decisions on. */
+ * the path's vector body: from the first byte boundary of their decisions on, or, for one
+ * decision broadcast along the row, over a run of identical bytes. */
 typedef void (*row_fn)(const char *in, ptrdiff_t in_stride, char *out, ptrdiff_t out_stride,
                        ptrdiff_t n, const uint8_t *bits, uint64_t bit0, int per_element,
-                       double scale, fd_body_fn body);
+                       const fd_params *p, fd_body_fn body);
 
-#define FD_DEFINE_ROW(suffix, type)                                                            \
+/* Elements per vector-body call on a broadcast row, in bytes of decisions. */
+#define FD_BROADCAST_BYTES 64
+
+#define FD_DEFINE_ROW(suffix, storage, ctype)                                                  \
     static void strided_row_##suffix(const char *in, ptrdiff_t in_stride, char *out,           \
                                      ptrdiff_t out_stride, ptrdiff_t n, const uint8_t *bits,   \
-                                     uint64_t bit0, uint64_t step, type s)                     \
+                                     uint64_t bit0, uint64_t step, const fd_op_##ctype *op)    \
     {                                                                                          \
         for (ptrdiff_t i = 0; i < n; i++)                                                      \
-            fd_select_##suffix(in + i * in_stride, out + i * out_stride, s,                    \
-                               FD_BIT(bits, bit0 + step * (uint64_t)i));                       \
+            fd_element_##suffix(in + i * in_stride, out + i * out_stride, op,                  \
+                                FD_BIT(bits, bit0 + step * (uint64_t)i));                      \
     }                                                                                          \
                                                                                                \
     static void apply_row_##suffix(const char *in, ptrdiff_t in_stride, char *out,             \
                                    ptrdiff_t out_stride, ptrdiff_t n, const uint8_t *bits,     \
-                                   uint64_t bit0, int per_element, double scale,               \
+                                   uint64_t bit0, int per_element, const fd_params *p,         \
                                    fd_body_fn body)                                            \
     {                                                                                          \
-        const type s = (type)scale;                                                            \
-        int contiguous = in_stride == sizeof(type) && out_stride == sizeof(type);              \
-        if (!contiguous) {                                                                     \
+        const fd_op_##ctype op = fd_op_##ctype##_of(p);                                        \
+        const ptrdiff_t size = sizeof(storage);                                                \
+        if (in_stride != size || out_stride != size) {                                         \
             strided_row_##suffix(in, in_stride, out, out_stride, n, bits, bit0,                \
-                                 per_element ? 1 : 0, s);                                      \
-        } else if (!per_element) {                                                             \
-            type *y = (type *)out;                                                             \
-            const type *x = (const type *)in;                                                  \
-            if (FD_BIT(bits, bit0))                                                            \
-                for (ptrdiff_t i = 0; i < n; i++)                                              \
-                    y[i] = x[i] * s;                                                           \
-            else                                                                               \
-                memset(y, 0, (size_t)n * sizeof(type));                                        \
-        } else {                                                                               \
-            ptrdiff_t head = (ptrdiff_t)((8 - (bit0 & 7)) & 7);                                \
-            head = head < n ? head : n;                                                        \
-            strided_row_##suffix(in, in_stride, out, out_stride, head, bits, bit0, 1, s);      \
-            size_t nbytes = (size_t)(n - head) / 8;                                            \
-            body(in + head * in_stride, out + head * out_stride, nbytes,                       \
-                 bits + (bit0 + (uint64_t)head) / 8, scale);                                   \
-            ptrdiff_t done = head + 8 * (ptrdiff_t)nbytes;                                     \
-            strided_row_##suffix(in + done * in_stride, in_stride, out + done * out_stride,    \
-                                 out_stride, n - done, bits, bit0 + (uint64_t)done, 1, s);     \
+                                 per_element ? 1 : 0, &op);                                    \
+            return;                                                                            \
         }                                                                                      \
+        ptrdiff_t done = 0;                                                                    \
+        if (!per_element) {                                                                    \
+            uint8_t same[FD_BROADCAST_BYTES];                                                  \
+            memset(same, FD_BIT(bits, bit0) ? 0xff : 0, sizeof same);                          \
+            for (; n - done >= 8; ) {                                                          \
+                ptrdiff_t nbytes = (n - done) / 8;                                             \
+                nbytes = nbytes < FD_BROADCAST_BYTES ? nbytes : FD_BROADCAST_BYTES;            \
+                body(in + done * size, out + done * size, (size_t)nbytes, same, p);            \
+                done += 8 * nbytes;                                                            \
+            }                                                                                  \
+            strided_row_##suffix(in + done * size, size, out + done * size, size, n - done,    \
+                                 same, 0, 0, &op);                                             \
+            return;                                                                            \
+        }                                                                                      \
+        done = (ptrdiff_t)((8 - (bit0 & 7)) & 7);                                              \
+        done = done < n ? done : n;                                                            \
+        strided_row_##suffix(in, size, out, size, done, bits, bit0, 1, &op);                   \
+        size_t nbytes = (size_t)(n - done) / 8;                                                \
+        body(in + done * size, out + done * size, nbytes, bits + (bit0 + (uint64_t)done) / 8,  \
+             p);                                                                               \
+        done += 8 * (ptrdiff_t)nbytes;                                                         \
+        strided_row_##suffix(in + done * size, size, out + done * size, size, n - done, bits,  \
+                             bit0 + (uint64_t)done, 1, &op);                                   \
     }
 
-FD_DEFINE_ROW(f32, float)
-FD_DEFINE_ROW(f64, double)
+FD_DEFINE_ROW(f16, uint16_t, float)
+FD_DEFINE_ROW(bf16, uint16_t, float)
+FD_DEFINE_ROW(f32, float, float)
+FD_DEFINE_ROW(f64, double, double)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Layout                                                                                      */
@@ -300,7 +312,7 @@ static void apply_segment(const call *c, const char *in, char *out, ptrdiff_t le
                 bit += (uint64_t)index[s];
         }
         c->row(in + in_off, L->in_st[last], out + out_off, L->out_st[last], size[nsub - 1], bits,
-               bit, last_per_element, c->p->scale, c->body);
+               bit, last_per_element, c->p, c->body);
         int s = nsub - 2;
         while (s >= 0 && ++index[s] == size[s])
             index[s--] = 0;
@@ -469,9 +481,9 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
     return FD_OK;
 }
 
-/* One definition per dtype of the four entry points: forward draws (and may store) the decisions,
+/* One definition per dtype of the entry points: forward draws (and may store) the decisions,
  * backward reads stored ones or draws them again. */
-#define FD_DEFINE_ENTRY_POINTS(suffix, type)                                                   \
+#define FD_DEFINE_ENTRY_POINTS(suffix, type, index)                                            \
     static fd_status run_##suffix(const fd_params *p, const type *in, type *out,               \
                                   const uint8_t *bits_in, uint8_t *bits_out)                   \
     {                                                                                          \
@@ -479,7 +491,7 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
         c.p = p;                                                                               \
         c.kernels = kernels_for(fd_simd_active());                                             \
         c.row = apply_row_##suffix;                                                            \
-        c.body = c.kernels->body_##suffix;                                                     \
+        c.body = c.kernels->body[index];                                                       \
         c.in = (const char *)in;                                                               \
         c.out = (char *)out;                                                                   \
         c.bits_in = bits_in;                                                                   \
@@ -499,8 +511,10 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
         return run_##suffix(p, in, out, bits_in, NULL);                                        \
     }
 
-FD_DEFINE_ENTRY_POINTS(f32, float)
-FD_DEFINE_ENTRY_POINTS(f64, double)
+FD_DEFINE_ENTRY_POINTS(f16, uint16_t, FD_F16)
+FD_DEFINE_ENTRY_POINTS(bf16, uint16_t, FD_BF16)
+FD_DEFINE_ENTRY_POINTS(f32, float, FD_F32)
+FD_DEFINE_ENTRY_POINTS(f64, double, FD_F64)
 
 int fd_openmp_enabled(void)
 {

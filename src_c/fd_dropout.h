@@ -56,7 +56,13 @@ typedef struct fd_params {
     uint64_t start;               /* first block of this call in the stream */
     uint32_t threshold;           /* T = floor(keep_prob * 2**32) */
     int keep_all;                 /* keep_prob == 1: every decision is "keep" */
-    double scale;                 /* factor for kept values, already rounded to the dtype */
+    /* What an element becomes, computed in the dtype's compute type (float32 for float16,
+     * bfloat16 and float32, float64 for float64), the constants already rounded to it:
+     * kept: x * scale, then + shift when affine; dropped: `dropped` (+0.0 unless affine). */
+    double scale;
+    double shift;
+    double dropped;
+    int affine;
     int ndim;
     const ptrdiff_t *shape;
     const ptrdiff_t *in_strides;  /* bytes */
@@ -73,15 +79,27 @@ uint64_t fd_mask_size(const fd_params *p);
 fd_status fd_mask_generate(const fd_params *p, uint8_t *bits);
 
 /*
- * out = kept ? in * scale : +0.0, element by element, with the decisions drawn from the stream
- * (forward) or read from `bits_in` (backward from a stored mask).  `in` and `out` may be the
- * same array (in place).  `bits_out`, when not NULL, receives the packed decisions as
- * fd_mask_generate writes them.
+ * out = kept ? x * scale (+ shift) : dropped, element by element (see fd_params), with the
+ * decisions drawn from the stream (forward) or read from `bits_in` (backward from a stored
+ * mask; NULL draws them again).  `in` and `out` may be the same array (in place).  `bits_out`,
+ * when not NULL, receives the packed decisions as fd_mask_generate writes them.  float16 and
+ * bfloat16 elements are passed as their uint16_t bit patterns.
  */
+fd_status fd_dropout_forward_f16(const fd_params *p, const uint16_t *in, uint16_t *out,
+                                 uint8_t *bits_out);
+fd_status fd_dropout_forward_bf16(const fd_params *p, const uint16_t *in, uint16_t *out,
+                                  uint8_t *bits_out);
 fd_status fd_dropout_forward_f32(const fd_params *p, const float *in, float *out, uint8_t *bits_out);
-fd_status fd_dropout_forward_f64(const fd_params *p, const double *in, double *out, uint8_t *bits_out);
-fd_status fd_dropout_backward_f32(const fd_params *p, const float *in, float *out, const uint8_t *bits_in);
-fd_status fd_dropout_backward_f64(const fd_params *p, const double *in, double *out, const uint8_t *bits_in);
+fd_status fd_dropout_forward_f64(const fd_params *p, const double *in, double *out,
+                                 uint8_t *bits_out);
+fd_status fd_dropout_backward_f16(const fd_params *p, const uint16_t *in, uint16_t *out,
+                                  const uint8_t *bits_in);
+fd_status fd_dropout_backward_bf16(const fd_params *p, const uint16_t *in, uint16_t *out,
+                                   const uint8_t *bits_in);
+fd_status fd_dropout_backward_f32(const fd_params *p, const float *in, float *out,
+                                  const uint8_t *bits_in);
+fd_status fd_dropout_backward_f64(const fd_params *p, const double *in, double *out,
+                                  const uint8_t *bits_in);
 
 /* Whether a path is built in and this CPU (and OS) can run it; the fastest such path; the path
  * the kernels use (the fastest, unless fd_simd_select chose another); its name. */

@@ -29,21 +29,23 @@
 #  define FD_ENABLE_AVX512 FD_X86_GNUC
 #endif
 
+/* The storage types, as indices of fd_kernels.body. */
+enum { FD_F16, FD_BF16, FD_F32, FD_F64, FD_DTYPES };
+
 /* Writes the packed decisions of blocks j0 / 8 .. j0 / 8 + nbytes - 1 of the call (one byte per
  * block, bit h for half h), for p->keep_all == 0.  j0 is a multiple of 8. */
 typedef void (*fd_decide_fn)(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits);
 
-/* The hot loop: out = kept ? in * scale : +0.0 for 8 * nbytes contiguous elements whose
- * decisions are the bits of bytes[0 .. nbytes - 1], element i taking bit i % 8 of byte i / 8.
- * Everything else (strides, shared axes, rows that start or end inside a byte) is done once,
- * in fd_dropout.c, with the scalar loop. */
+/* The hot loop: out = kept ? op(in) : dropped (see fd_params) for 8 * nbytes contiguous elements
+ * whose decisions are the bits of bytes[0 .. nbytes - 1], element i taking bit i % 8 of byte
+ * i / 8.  Everything else (strides, shared axes, rows that start or end inside a byte) is done
+ * once, in fd_dropout.c, with the scalar element functions below. */
 typedef void (*fd_body_fn)(const char *in, char *out, size_t nbytes, const uint8_t *bytes,
-                           double scale);
+                           const fd_params *p);
 
 typedef struct fd_kernels {
     fd_decide_fn decide;
-    fd_body_fn body_f32;
-    fd_body_fn body_f64;
+    fd_body_fn body[FD_DTYPES];
 } fd_kernels;
 
 extern const fd_kernels fd_kernels_scalar;
@@ -61,19 +63,126 @@ uint8_t fd_block_decide(const fd_params *p, uint64_t j_block, const uint32_t wor
 
 #define FD_BIT(bits, i) (((bits)[(i) >> 3] >> ((i) & 7)) & 1u)
 
-/* out = bit ? in * s : +0.0 for one element.  The select works on the bits (AND with all ones
- * or zero), not with a multiply, so a dropped NaN or Inf does not survive (SPEC §2); and not
- * with a branch, which random decisions would mispredict every few elements. */
-#define FD_DEFINE_SELECT(suffix, type, utype)                                                  \
-    static inline void fd_select_##suffix(const char *in, char *out, type s, unsigned bit)     \
-    {                                                                                          \
-        type kept = *(const type *)in * s;                                                     \
-        utype u;                                                                               \
-        memcpy(&u, &kept, sizeof u);                                                           \
-        u &= (utype)0 - (utype)bit;                                                            \
-        memcpy(out, &u, sizeof u);                                                             \
+/* ------------------------------------------------------------------------------------------ */
+/* Storage types.  float16 and bfloat16 are computed in float32 and rounded once, to nearest    */
+/* even, when stored (SPEC §2), exactly as NumPy's and ml_dtypes' casts do.                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline uint32_t fd_float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float fd_bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* IEEE binary16 to binary32: exact, NaN payloads kept. */
+static inline float fd_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t mantissa = h & 0x3ffu;
+    if (exponent == 0x1f)
+        return fd_bits_float(sign | 0x7f800000u | mantissa << 13);
+    if (exponent == 0) {
+        /* zero or subnormal: mantissa * 2**-24, exact in float32 */
+        float magnitude = (float)mantissa * 0x1p-24f;
+        return fd_bits_float(sign | fd_float_bits(magnitude));
     }
-FD_DEFINE_SELECT(f32, float, uint32_t)
-FD_DEFINE_SELECT(f64, double, uint64_t)
+    return fd_bits_float(sign | (exponent + 112) << 23 | mantissa << 13);
+}
+
+/* binary32 to binary16, rounding to nearest even, overflow to infinity, subnormals exact; a
+ * NaN keeps its sign and top payload bits and stays a NaN (NumPy's rule). */
+static inline uint16_t fd_float_to_half(float f)
+{
+    uint32_t u = fd_float_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t magnitude = u & 0x7fffffffu;
+    if (magnitude >= 0x7f800000u) {
+        if (magnitude == 0x7f800000u)
+            return sign | 0x7c00u;
+        uint16_t payload = (uint16_t)((magnitude & 0x7fffffu) >> 13);
+        return sign | 0x7c00u | (payload ? payload : 1u);
+    }
+    if (magnitude >= 0x477ff000u) /* rounds to 65520 or more: infinity */
+        return sign | 0x7c00u;
+    if (magnitude < 0x38800000u) {
+        /* below the smallest normal half, 2**-14: a multiple of 2**-24 after rounding; adding
+         * 0.5 (2**-1) puts the bits of 2**-24 units at the bottom of the mantissa, rounded to
+         * nearest even by the float addition itself. */
+        float scaled = fd_bits_float(magnitude) + 0.5f;
+        return sign | (uint16_t)(fd_float_bits(scaled) - fd_float_bits(0.5f));
+    }
+    uint32_t odd = (magnitude >> 13) & 1u;
+    uint32_t rounded = magnitude + 0xfffu + odd; /* round to nearest even at bit 13 */
+    return sign | (uint16_t)((rounded - 0x38000000u) >> 13);
+}
+
+static inline float fd_bfloat_to_float(uint16_t b)
+{
+    return fd_bits_float((uint32_t)b << 16);
+}
+
+/* binary32 to bfloat16, rounding to nearest even; a NaN becomes the quiet NaN 0x7fc0 with its
+ * sign (ml_dtypes' rule). */
+static inline uint16_t fd_float_to_bfloat(float f)
+{
+    uint32_t u = fd_float_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) & 0x8000u) | 0x7fc0u;
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* One element: out = bit ? op(in) : dropped, op(x) = x * scale (+ shift when affine).          */
+/* The select works on the bits, not with a multiply, so a dropped NaN or Inf does not survive  */
+/* (SPEC §2); and not with a branch, which random decisions would mispredict every few elements.*/
+/* ------------------------------------------------------------------------------------------ */
+
+/* The operation's constants in a compute type. */
+#define FD_DEFINE_OP(ctype)                                                                    \
+    typedef struct fd_op_##ctype {                                                             \
+        ctype scale, shift, dropped;                                                           \
+        int affine;                                                                            \
+    } fd_op_##ctype;                                                                           \
+    static inline fd_op_##ctype fd_op_##ctype##_of(const fd_params *p)                         \
+    {                                                                                          \
+        fd_op_##ctype op = {(ctype)p->scale, (ctype)p->shift, (ctype)p->dropped, p->affine};   \
+        return op;                                                                             \
+    }
+FD_DEFINE_OP(float)
+FD_DEFINE_OP(double)
+
+#define FD_DEFINE_ELEMENT(suffix, storage, ctype, utype, load, store)                          \
+    static inline void fd_element_##suffix(const char *in, char *out, const fd_op_##ctype *op, \
+                                           unsigned bit)                                       \
+    {                                                                                          \
+        storage raw;                                                                           \
+        memcpy(&raw, in, sizeof raw);                                                          \
+        ctype value = load(raw) * op->scale;                                                   \
+        if (op->affine)                                                                        \
+            value = value + op->shift;                                                         \
+        utype kept, dropped, keep = (utype)0 - (utype)bit;                                     \
+        memcpy(&kept, &value, sizeof kept);                                                    \
+        memcpy(&dropped, &op->dropped, sizeof dropped);                                        \
+        ctype result;                                                                          \
+        utype chosen = (kept & keep) | (dropped & ~keep);                                      \
+        memcpy(&result, &chosen, sizeof result);                                               \
+        raw = store(result);                                                                   \
+        memcpy(out, &raw, sizeof raw);                                                         \
+    }
+
+#define FD_IDENTITY(x) (x)
+FD_DEFINE_ELEMENT(f16, uint16_t, float, uint32_t, fd_half_to_float, fd_float_to_half)
+FD_DEFINE_ELEMENT(bf16, uint16_t, float, uint32_t, fd_bfloat_to_float, fd_float_to_bfloat)
+FD_DEFINE_ELEMENT(f32, float, float, uint32_t, FD_IDENTITY, FD_IDENTITY)
+FD_DEFINE_ELEMENT(f64, double, double, uint64_t, FD_IDENTITY, FD_IDENTITY)
 
 #endif /* FD_KERNELS_H */

@@ -1,7 +1,8 @@
 /*
- * The AVX2 path: eight Philox blocks at once, one per 32-bit lane, and 8 floats or 4 doubles
- * per vector.  Compiled for any x86-64 through per-function target attributes and run
- * only where CPUID reports AVX2 (fd_dropout.c chooses).
+ * The AVX2 path: eight Philox blocks at once, one per 32-bit lane, and 8 floats (float16 and
+ * bfloat16 converted to float32, float16 with F16C) or 4 doubles per vector.  Compiled for any
+ * x86-64 through per-function target attributes and run only where CPUID reports AVX2 and F16C
+ * (fd_dropout.c chooses).
  */
 #include "fd_kernels.h"
 
@@ -11,7 +12,7 @@
 
 #include "fd_philox.h"
 
-#define FD_AVX2 __attribute__((target("avx2")))
+#define FD_AVX2 __attribute__((target("avx2,f16c")))
 
 /* The 32x32->64 products of eight lanes by m, split into high and low words.  AVX2 multiplies
  * only the even lanes, so the odd lanes are shifted down and multiplied separately. */
@@ -134,40 +135,100 @@ FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes
     }
 }
 
-FD_AVX2 static void body_f32_avx2(const char *in, char *out, size_t nbytes, const uint8_t *bytes,
-                                  double scale)
+/* Lane i keeps iff bit i of the byte is set: broadcast the byte, isolate bit i, compare. */
+FD_AVX2 static inline __m256 keep8(unsigned byte)
 {
-    const float *x = (const float *)in;
-    float *y = (float *)out;
-    const __m256 s = _mm256_set1_ps((float)scale);
-    /* Lane i keeps iff bit i of the byte is set: broadcast the byte, isolate bit i, compare. */
     const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    for (size_t b = 0; b < nbytes; b++, x += 8, y += 8) {
-        __m256i lanes = _mm256_and_si256(_mm256_set1_epi32(bytes[b]), select);
-        __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lanes, select));
-        _mm256_storeu_ps(y, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(x), s), keep));
-    }
+    __m256i lanes = _mm256_and_si256(_mm256_set1_epi32((int)byte), select);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(lanes, select));
 }
+
+FD_AVX2 static inline __m256d keep4(unsigned nibble)
+{
+    const __m256i select = _mm256_setr_epi64x(1, 2, 4, 8);
+    __m256i lanes = _mm256_and_si256(_mm256_set1_epi64x((long long)nibble), select);
+    return _mm256_castsi256_pd(_mm256_cmpeq_epi64(lanes, select));
+}
+
+/* Eight elements to and from float32 lanes, for each storage type computed in float32. */
+FD_AVX2 static inline __m256 load8_f32(const char *in)
+{
+    return _mm256_loadu_ps((const float *)in);
+}
+
+FD_AVX2 static inline void store8_f32(char *out, __m256 v)
+{
+    _mm256_storeu_ps((float *)out, v);
+}
+
+FD_AVX2 static inline __m256 load8_f16(const char *in)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)in));
+}
+
+FD_AVX2 static inline void store8_f16(char *out, __m256 v)
+{
+    _mm_storeu_si128((__m128i *)out, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+FD_AVX2 static inline __m256 load8_bf16(const char *in)
+{
+    __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)in));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+/* As fd_float_to_bfloat, eight at a time. */
+FD_AVX2 static inline void store8_bf16(char *out, __m256 v)
+{
+    __m256i u = _mm256_castps_si256(v);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    __m256i sign = _mm256_srli_epi32(_mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u)), 16);
+    __m256i nan = _mm256_or_si256(sign, _mm256_set1_epi32(0x7fc0));
+    __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    __m256i halves = _mm256_blendv_epi8(rounded, nan, is_nan);
+    /* packus works within 128-bit lanes: elements 0-3 land in qword 0, 4-7 in qword 2 */
+    __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(halves, halves), 0x08);
+    _mm_storeu_si128((__m128i *)out, _mm256_castsi256_si128(packed));
+}
+
+#define FD_AVX2_BODY(suffix, storage)                                                          \
+    FD_AVX2 static void body_##suffix##_avx2(const char *in, char *out, size_t nbytes,         \
+                                             const uint8_t *bytes, const fd_params *p)         \
+    {                                                                                          \
+        const __m256 scale = _mm256_set1_ps((float)p->scale);                                  \
+        const __m256 shift = _mm256_set1_ps((float)p->shift);                                  \
+        const __m256 dropped = _mm256_set1_ps((float)p->dropped);                              \
+        const size_t step = 8 * sizeof(storage);                                               \
+        for (size_t b = 0; b < nbytes; b++, in += step, out += step) {                         \
+            __m256 v = _mm256_mul_ps(load8_##suffix(in), scale);                               \
+            if (p->affine)                                                                     \
+                v = _mm256_add_ps(v, shift);                                                   \
+            store8_##suffix(out, _mm256_blendv_ps(dropped, v, keep8(bytes[b])));               \
+        }                                                                                      \
+    }
+
+FD_AVX2_BODY(f16, uint16_t)
+FD_AVX2_BODY(bf16, uint16_t)
+FD_AVX2_BODY(f32, float)
 
 FD_AVX2 static void body_f64_avx2(const char *in, char *out, size_t nbytes, const uint8_t *bytes,
-                                  double scale)
+                                  const fd_params *p)
 {
-    const double *x = (const double *)in;
-    double *y = (double *)out;
-    const __m256d s = _mm256_set1_pd(scale);
-    const __m256i select_lo = _mm256_setr_epi64x(1, 2, 4, 8);
-    const __m256i select_hi = _mm256_setr_epi64x(16, 32, 64, 128);
-    for (size_t b = 0; b < nbytes; b++, x += 8, y += 8) {
-        __m256i all = _mm256_set1_epi64x(bytes[b]);
-        __m256d keep_lo = _mm256_castsi256_pd(
-            _mm256_cmpeq_epi64(_mm256_and_si256(all, select_lo), select_lo));
-        __m256d keep_hi = _mm256_castsi256_pd(
-            _mm256_cmpeq_epi64(_mm256_and_si256(all, select_hi), select_hi));
-        _mm256_storeu_pd(y, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x), s), keep_lo));
-        _mm256_storeu_pd(y + 4, _mm256_and_pd(_mm256_mul_pd(_mm256_loadu_pd(x + 4), s), keep_hi));
+    const __m256d scale = _mm256_set1_pd(p->scale);
+    const __m256d shift = _mm256_set1_pd(p->shift);
+    const __m256d dropped = _mm256_set1_pd(p->dropped);
+    for (size_t b = 0; b < 2 * nbytes; b++, in += 32, out += 32) {
+        __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)in), scale);
+        if (p->affine)
+            v = _mm256_add_pd(v, shift);
+        __m256d keep = keep4((unsigned)bytes[b / 2] >> (4 * (b % 2)));
+        _mm256_storeu_pd((double *)out, _mm256_blendv_pd(dropped, v, keep));
     }
 }
 
-const fd_kernels fd_kernels_avx2 = {decide_avx2, body_f32_avx2, body_f64_avx2};
+const fd_kernels fd_kernels_avx2 = {
+    decide_avx2, {body_f16_avx2, body_bf16_avx2, body_f32_avx2, body_f64_avx2}};
 
 #endif /* FD_ENABLE_AVX2 */

@@ -1,7 +1,7 @@
 /*
- * The AVX-512 path (F and BW): sixteen Philox blocks at once, and 16 floats or 8 doubles per
- * vector with the decisions loaded straight into mask registers, so a dropped element is a
- * zero-masked multiply.  Run only where CPUID reports AVX512F and AVX512BW.
+ * The AVX-512 path (F and BW): sixteen Philox blocks at once, and 16 floats (float16 and
+ * bfloat16 converted to float32) or 8 doubles per vector, with the decisions loaded straight
+ * into mask registers, so a dropped element is a masked blend.  Run only where CPUID reports AVX512F and AVX512BW.
  */
 #include "fd_kernels.h"
 
@@ -108,33 +108,93 @@ FD_AVX512 static void decide_avx512(const fd_params *p, uint64_t j0, uint64_t nb
     }
 }
 
-FD_AVX512 static void body_f32_avx512(const char *in, char *out, size_t nbytes,
-                                     const uint8_t *bytes, double scale)
+/* Sixteen elements to and from float32 lanes, for each storage type computed in float32. */
+FD_AVX512 static inline __m512 load16_f32(const char *in)
 {
-    const float *x = (const float *)in;
-    float *y = (float *)out;
-    const __m512 s = _mm512_set1_ps((float)scale);
-    size_t b = 0;
-    for (; b + 2 <= nbytes; b += 2, x += 16, y += 16) {
-        __mmask16 keep = (__mmask16)(bytes[b] | bytes[b + 1] << 8);
-        _mm512_storeu_ps(y, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(x), s));
-    }
-    if (b < nbytes) { /* an odd last byte: eight lanes, loads and stores masked to them */
-        __m512 v = _mm512_maskz_loadu_ps(0x00ff, x);
-        _mm512_mask_storeu_ps(y, 0x00ff, _mm512_maskz_mul_ps(bytes[b], v, s));
-    }
+    return _mm512_loadu_ps((const float *)in);
 }
+
+FD_AVX512 static inline void store16_f32(char *out, __m512 v)
+{
+    _mm512_storeu_ps((float *)out, v);
+}
+
+FD_AVX512 static inline __m512 load16_f16(const char *in)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)in));
+}
+
+FD_AVX512 static inline void store16_f16(char *out, __m512 v)
+{
+    _mm256_storeu_si256((__m256i *)out,
+                        _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+FD_AVX512 static inline __m512 load16_bf16(const char *in)
+{
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)in));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+/* As fd_float_to_bfloat, sixteen at a time. */
+FD_AVX512 static inline void store16_bf16(char *out, __m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+    __m512i sign = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32((int)0x80000000u)), 16);
+    __m512i nan = _mm512_or_si512(sign, _mm512_set1_epi32(0x7fc0));
+    __mmask16 is_nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m512i halves = _mm512_mask_blend_epi32(is_nan, rounded, nan);
+    _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi32_epi16(halves));
+}
+
+/* Sixteen elements per pair of decision bytes, the bytes forming the mask register directly;
+ * an odd last byte goes through the scalar element function. */
+#define FD_AVX512_BODY(suffix, storage)                                                        \
+    FD_AVX512 static void body_##suffix##_avx512(const char *in, char *out, size_t nbytes,     \
+                                                 const uint8_t *bytes, const fd_params *p)     \
+    {                                                                                          \
+        const __m512 scale = _mm512_set1_ps((float)p->scale);                                  \
+        const __m512 shift = _mm512_set1_ps((float)p->shift);                                  \
+        const __m512 dropped = _mm512_set1_ps((float)p->dropped);                              \
+        const size_t step = 16 * sizeof(storage);                                              \
+        size_t b = 0;                                                                          \
+        for (; b + 2 <= nbytes; b += 2, in += step, out += step) {                             \
+            __mmask16 keep = (__mmask16)(bytes[b] | bytes[b + 1] << 8);                        \
+            __m512 v = _mm512_mul_ps(load16_##suffix(in), scale);                              \
+            if (p->affine)                                                                     \
+                v = _mm512_add_ps(v, shift);                                                   \
+            store16_##suffix(out, _mm512_mask_blend_ps(keep, dropped, v));                     \
+        }                                                                                      \
+        if (b < nbytes) {                                                                      \
+            const fd_op_float op = fd_op_float_of(p);                                          \
+            for (unsigned i = 0; i < 8; i++)                                                   \
+                fd_element_##suffix(in + i * sizeof(storage), out + i * sizeof(storage), &op,  \
+                                    (bytes[b] >> i) & 1u);                                     \
+        }                                                                                      \
+    }
+
+FD_AVX512_BODY(f16, uint16_t)
+FD_AVX512_BODY(bf16, uint16_t)
+FD_AVX512_BODY(f32, float)
 
 FD_AVX512 static void body_f64_avx512(const char *in, char *out, size_t nbytes,
-                                     const uint8_t *bytes, double scale)
+                                     const uint8_t *bytes, const fd_params *p)
 {
-    const double *x = (const double *)in;
-    double *y = (double *)out;
-    const __m512d s = _mm512_set1_pd(scale);
-    for (size_t b = 0; b < nbytes; b++, x += 8, y += 8)
-        _mm512_storeu_pd(y, _mm512_maskz_mul_pd((__mmask8)bytes[b], _mm512_loadu_pd(x), s));
+    const __m512d scale = _mm512_set1_pd(p->scale);
+    const __m512d shift = _mm512_set1_pd(p->shift);
+    const __m512d dropped = _mm512_set1_pd(p->dropped);
+    for (size_t b = 0; b < nbytes; b++, in += 64, out += 64) {
+        __m512d v = _mm512_mul_pd(_mm512_loadu_pd((const double *)in), scale);
+        if (p->affine)
+            v = _mm512_add_pd(v, shift);
+        _mm512_storeu_pd((double *)out, _mm512_mask_blend_pd((__mmask8)bytes[b], dropped, v));
+    }
 }
 
-const fd_kernels fd_kernels_avx512 = {decide_avx512, body_f32_avx512, body_f64_avx512};
+const fd_kernels fd_kernels_avx512 = {
+    decide_avx512, {body_f16_avx512, body_bf16_avx512, body_f32_avx512, body_f64_avx512}};
 
 #endif /* FD_ENABLE_AVX512 */

@@ -56,19 +56,22 @@ static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint
     }
 }
 
-#define FD_DEFINE_SCALAR_BODY(suffix, type)                                                    \
+#define FD_DEFINE_SCALAR_BODY(suffix, storage, ctype)                                          \
     static void body_scalar_##suffix(const char *in, char *out, size_t nbytes,                 \
-                                     const uint8_t *bytes, double scale)                      \
+                                     const uint8_t *bytes, const fd_params *p)                 \
     {                                                                                          \
-        const type s = (type)scale;                                                            \
+        const fd_op_##ctype op = fd_op_##ctype##_of(p);                                        \
         for (size_t b = 0; b < nbytes; b++) {                                                  \
             unsigned byte = bytes[b];                                                          \
-            for (unsigned i = 0; i < 8; i++, in += sizeof(type), out += sizeof(type))          \
-                fd_select_##suffix(in, out, s, (byte >> i) & 1u);                              \
+            for (unsigned i = 0; i < 8; i++, in += sizeof(storage), out += sizeof(storage))    \
+                fd_element_##suffix(in, out, &op, (byte >> i) & 1u);                           \
         }                                                                                      \
     }
 
-FD_DEFINE_SCALAR_BODY(f32, float)
-FD_DEFINE_SCALAR_BODY(f64, double)
+FD_DEFINE_SCALAR_BODY(f16, uint16_t, float)
+FD_DEFINE_SCALAR_BODY(bf16, uint16_t, float)
+FD_DEFINE_SCALAR_BODY(f32, float, float)
+FD_DEFINE_SCALAR_BODY(f64, double, double)
 
-const fd_kernels fd_kernels_scalar = {decide_scalar, body_scalar_f32, body_scalar_f64};
+const fd_kernels fd_kernels_scalar = {
+    decide_scalar, {body_scalar_f16, body_scalar_bf16, body_scalar_f32, body_scalar_f64}};
