@@ -5,7 +5,7 @@ applies them and scales the kept values; backward masks the gradient the same wa
 the decisions from three integers instead of storing a mask.  See SPEC.md for the contract.
 """
 from fastdrop._api import (Dropout, default_stream, dropout, dropout_backward, get_num_threads,
-                           manual_seed, set_num_threads, simd_path)
+                           manual_seed, mc_predict, set_num_threads, simd_path)
 from fastdrop._stream import DropoutMask, Stream
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "dropout_backward",
     "get_num_threads",
     "manual_seed",
+    "mc_predict",
     "set_num_threads",
     "simd_path",
 ]

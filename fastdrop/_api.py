@@ -445,6 +445,10 @@ class Dropout:
         stream, so ``fastdrop.manual_seed(s)`` before building a network makes it reproducible.
     subsequence : int, optional
         Subsequence of the layer's stream (e.g. the process rank).
+    mc : bool, optional
+        Monte-Carlo dropout: keep drawing masks in evaluation mode too, so that repeated
+        predictions sample the ensemble of thinned networks (see `mc_predict`).  Settable later
+        as ``layer.mc``.
 
     Examples
     --------
@@ -460,7 +464,8 @@ class Dropout:
     """
 
     def __init__(self, keep_prob: float, *, mode: str = "inverted", shared_axes=None,
-                 seed: Optional[int] = None, subsequence: int = 0, store: str = "seed") -> None:
+                 seed: Optional[int] = None, subsequence: int = 0, store: str = "seed",
+                 mc: bool = False) -> None:
         self.keep_prob = _check_keep_prob(keep_prob)
         self.mode = _check_choice("mode", mode, MODES)
         self.store = _check_choice("store", store, STORES)
@@ -470,11 +475,12 @@ class Dropout:
         else:
             self.stream = Stream(seed, subsequence)
         self.training = True
+        self.mc = _check_training(mc)
         self.mask: Optional[DropoutMask] = None
 
     def forward(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """y for x; keeps the mask for `backward`."""
-        y, self.mask = dropout(x, self.keep_prob, training=self.training, mode=self.mode,
+        y, self.mask = dropout(x, self.keep_prob, training=self.training or self.mc, mode=self.mode,
                                shared_axes=self.shared_axes, stream=self.stream, out=out,
                                store=self.store)
         return y
@@ -493,10 +499,58 @@ class Dropout:
         return self
 
     def eval(self) -> "Dropout":
-        """Switch to evaluation mode: y = x (inverted) or q * x (classic)."""
+        """Switch to evaluation mode: y = x (inverted, alpha) or q * x (classic), unless `mc`."""
         return self.train(False)
 
     def __repr__(self) -> str:
         return (f"Dropout(keep_prob={self.keep_prob}, mode={self.mode!r}, "
                 f"shared_axes={self.shared_axes!r}, store={self.store!r}, "
-                f"training={self.training}, stream={self.stream!r})")
+                f"training={self.training}, mc={self.mc}, stream={self.stream!r})")
+
+
+def mc_predict(forward: Callable[[np.ndarray], np.ndarray], x, n: int = 100):
+    """Monte-Carlo dropout (Gal and Ghahramani 2016): the mean and standard deviation of n
+    predictions, each with fresh dropout masks.
+
+    Dropout is normally off at test time; kept on, each forward pass samples one thinned
+    network, and the spread of the predictions estimates the model's uncertainty.  `forward`
+    must draw fresh masks on every call: use `Dropout` layers with ``mc=True`` (or in training
+    mode), or call `dropout` with a `Stream` inside it.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(x)`` returns one prediction (an array, the same shape every call).
+    x : object
+        Passed to `forward` unchanged.
+    n : int, optional
+        Number of predictions, at least 1.
+
+    Returns
+    -------
+    mean, std : numpy.ndarray
+        Element-wise mean and (population) standard deviation of the predictions, float64,
+        accumulated in one pass (Welford) without storing the n predictions.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdrop
+    >>> layer = fastdrop.Dropout(0.5, seed=0, mc=True).eval()
+    >>> mean, std = fastdrop.mc_predict(layer, np.ones(4), n=2000)
+    >>> bool(np.allclose(mean, 1, atol=0.1)), bool(np.allclose(std, 1, atol=0.1))
+    (True, True)
+    """
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (numbers.Integral, np.integer)):
+        raise TypeError(f"n must be a positive int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    mean = np.array(forward(x), dtype=np.float64)
+    squares = np.zeros_like(mean)
+    for count in range(2, int(n) + 1):
+        prediction = np.asarray(forward(x), dtype=np.float64)
+        if prediction.shape != mean.shape:
+            raise ValueError(f"forward returned shape {prediction.shape} after {mean.shape}")
+        delta = prediction - mean
+        mean += delta / count
+        squares += delta * (prediction - mean)
+    return mean, np.sqrt(squares / n)
