@@ -7,18 +7,22 @@ Every figure is a ratio against baselines measured in the same run, on the same 
   A = A / keep_prob``;
 - the *best* plain NumPy: float32 ``Generator.random`` into a reused buffer and in-place ops.
 
-The implementations compared ("peers") are entries of `PEERS`; adding one is one `Peer` there.
-`run` returns the measurements as a list of `Record`; `format_table` and `report` turn them into
-text and JSON-ready data, and the command line (``fastdrop bench``) only wires these together.
+The implementations compared ("peers") are entries of `PEERS` (element dropout on 1-d arrays of
+several sizes) and `CHANNEL_PEERS` (channel dropout on one (N, C, H, W) array of shape
+`CHANNEL_SHAPE`); adding one is one `Peer` there.  `run` times them and returns a `Results`;
+`format_report`, `report` and `plot` turn that into text, JSON-ready data and a PNG, and the
+command line (``fastdrop bench``) only wires these together.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import platform
 import time
 from contextlib import contextmanager
-from typing import Callable, ContextManager, Iterator, List, Optional, Sequence
+from typing import (Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 
@@ -27,8 +31,16 @@ from fastdrop import _core
 from fastdrop._api import SUPPORTED_DTYPES
 
 DTYPES = tuple(dtype.name for dtype in SUPPORTED_DTYPES)
+# What `fastdrop bench` times unless told otherwise (the issue's targets are for these two).
+DEFAULT_DTYPES = tuple(name for name in ("float32", "float64") if name in DTYPES)
 DEFAULT_SIZES = (10**4, 10**6, 64 * 10**6)
 DEFAULT_KEEP_PROB = 0.8
+
+# The channel-dropout scenario: a ResNet-sized batch of activations, (N, C, H, W), one decision
+# per (sample, channel) broadcast over the spatial axes (12.8 million float32 elements, 51 MB).
+CHANNEL_SHAPE = (64, 64, 56, 56)
+CHANNEL_SHARED_AXES = (2, 3)
+CHANNEL_DTYPE = "float32"
 
 # Automatic repeats: enough timed calls to fill about REPEAT_SECONDS per peer, within bounds.
 REPEAT_SECONDS = 0.25
@@ -39,6 +51,19 @@ STATISTIC = "minimum over the timed calls, after one warm-up call; input refille
 FLOOR = "floor"
 SEED = "seed numpy"
 BEST_NUMPY = "best numpy"
+FORWARD = "fastdrop forward"
+FORWARD_1_THREAD = "fastdrop forward 1 thread"
+TORCH_1_THREAD = "torch dropout 1 thread"
+TORCH_ALL_THREADS = "torch dropout all threads"
+CHANNEL = "fastdrop channel"
+
+# The summary after the main table: FORWARD's speed-up over each of these, per (size, dtype).
+SUMMARY_BASELINES = (SEED, BEST_NUMPY, TORCH_1_THREAD, TORCH_ALL_THREADS)
+SUMMARY_LABELS = {SEED: "seed", BEST_NUMPY: "best numpy", TORCH_1_THREAD: "torch 1 thread",
+                  TORCH_ALL_THREADS: "torch all threads"}
+TARGETS = ("forward <= 1.3x floor (float32), <= 1.2x (float64); 1 thread <= 2.0x floor "
+           "(float32); >= 25x seed, >= 10x best numpy, >= 30x torch")
+CHANNEL_TARGET = "fastdrop channel <= 1.1x floor"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,9 +142,12 @@ def machine_info() -> dict:
 # The arrays and the peers
 # ---------------------------------------------------------------------------------------------
 
+Shape = Union[int, Sequence[int]]
+
+
 @dataclasses.dataclass
 class Workspace:
-    """The arrays of one (size, dtype): a pristine input and the working copy peers act on.
+    """The arrays of one (shape, dtype): a pristine input and the working copy peers act on.
 
     Build it with `Workspace.create`.  Peers work on `x` (in place where they can); `refill`
     restores it from `source` before every call, outside the timed region, so repeated in-place
@@ -132,13 +160,14 @@ class Workspace:
     stream: fastdrop.Stream
 
     @classmethod
-    def create(cls, size: int, dtype, keep_prob: float) -> "Workspace":
-        """A workspace of `size` elements of `dtype`, values uniform in [0.5, 1.5).
+    def create(cls, shape: Shape, dtype, keep_prob: float) -> "Workspace":
+        """A workspace of `shape` (an element count for a 1-d array) of `dtype`, values uniform
+        in [0.5, 1.5).
 
         Parameters
         ----------
-        size : int
-            Number of elements.
+        shape : int or sequence of int
+            Number of elements of a 1-d array, or the array's shape.
         dtype : str or numpy.dtype
             Element type, one of `DTYPES`.
         keep_prob : float
@@ -148,14 +177,25 @@ class Workspace:
         -------
         Workspace
         """
-        values = np.random.default_rng(0).random(size, dtype=np.float32)
+        shape = _as_shape(shape)
+        values = np.random.default_rng(0).random(_elements(shape), dtype=np.float32)
         values += np.float32(0.5)
-        source = values.astype(dtype, copy=False)
+        source = values.astype(dtype, copy=False).reshape(shape)
         return cls(keep_prob, source, source.copy(), fastdrop.Stream(seed=0))
 
     def refill(self) -> None:
         """Copy the pristine input back into `x`."""
         np.copyto(self.x, self.source)
+
+
+def _as_shape(shape: Shape) -> Tuple[int, ...]:
+    if isinstance(shape, (numbers.Integral, np.integer)):
+        return (int(shape),)
+    return tuple(int(n) for n in shape)
+
+
+def _elements(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
 
 
 Prepare = Callable[[Workspace], ContextManager[Callable[[], object]]]
@@ -173,11 +213,14 @@ class Peer:
         The call that is timed, as shown in the table's legend.
     prepare : callable
         ``prepare(workspace)`` is a context manager that allocates what the peer needs and
-        yields the zero-argument call to time; it frees that on exit.
+        yields the zero-argument call to time; it frees that (and restores any setting it
+        changed) on exit.
     mask_bytes : float
         Bytes per element moved besides reading and writing the data once (a stored bit mask).
     available : callable
         Returns False when the peer cannot run here (PyTorch not installed).
+    dtypes : tuple of str or None
+        The dtype names it accepts; None for all of `DTYPES`.
     """
 
     name: str
@@ -185,6 +228,11 @@ class Peer:
     prepare: Prepare
     mask_bytes: float = 0.0
     available: Callable[[], bool] = lambda: True
+    dtypes: Optional[Tuple[str, ...]] = None
+
+    def supports(self, dtype) -> bool:
+        """Whether it can run on arrays of `dtype` (a name or a numpy.dtype)."""
+        return self.dtypes is None or np.dtype(dtype).name in self.dtypes
 
 
 def seed_numpy_dropout(A: np.ndarray, keep_prob: float) -> np.ndarray:
@@ -239,10 +287,27 @@ def _best_numpy(ws: Workspace) -> Iterator[Callable[[], object]]:
 
 
 @contextmanager
-def _fastdrop_forward(ws: Workspace, in_place: bool = True,
-                      store: str = "seed") -> Iterator[Callable[[], object]]:
+def _fastdrop_threads(threads: Optional[int]) -> Iterator[None]:
+    """fastdrop's thread count set to `threads` (None: left as it is), restored on exit."""
+    previous = fastdrop.get_num_threads()
+    if threads is not None:
+        fastdrop.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        fastdrop.set_num_threads(previous)
+
+
+@contextmanager
+def _fastdrop_forward(ws: Workspace, in_place: bool = True, store: str = "seed",
+                      threads: Optional[int] = None,
+                      shared_axes: Optional[Tuple[int, ...]] = None
+                      ) -> Iterator[Callable[[], object]]:
     out = ws.x if in_place else np.empty_like(ws.x)
-    yield lambda: fastdrop.dropout(ws.x, ws.keep_prob, out=out, stream=ws.stream, store=store)
+    options = {} if shared_axes is None else {"shared_axes": shared_axes}
+    with _fastdrop_threads(threads):
+        yield lambda: fastdrop.dropout(ws.x, ws.keep_prob, out=out, stream=ws.stream,
+                                       store=store, **options)
 
 
 @contextmanager
@@ -252,14 +317,18 @@ def _fastdrop_backward(ws: Workspace, store: str) -> Iterator[Callable[[], objec
 
 
 @contextmanager
-def _torch_dropout(ws: Workspace, single_thread: bool) -> Iterator[Callable[[], object]]:
+def _torch_dropout(ws: Workspace, single_thread: bool,
+                   function: str = "dropout") -> Iterator[Callable[[], object]]:
+    """``torch.nn.functional.<function>(t, 1 - q, training=True, inplace=True)`` on a tensor
+    sharing ws.x's memory, with torch's thread count 1 or fastdrop's, restored on exit."""
     torch = torch_module()
+    dropout = getattr(torch.nn.functional, function)
     previous = torch.get_num_threads()
     torch.set_num_threads(1 if single_thread else fastdrop.get_num_threads())
     tensor = torch.from_numpy(ws.x)
     p = 1.0 - ws.keep_prob
     try:
-        yield lambda: torch.nn.functional.dropout(tensor, p, training=True, inplace=True)
+        yield lambda: dropout(tensor, p, training=True, inplace=True)
     finally:
         torch.set_num_threads(previous)
 
@@ -268,12 +337,20 @@ def _has_torch() -> bool:
     return torch_module() is not None
 
 
+# What torch.from_numpy accepts among fastdrop's dtypes (not ml_dtypes' bfloat16).
+TORCH_DTYPES = ("float16", "float32", "float64")
+
+
+FLOOR_PEER = Peer(FLOOR, "np.multiply(x, 1, out=x)", _floor)
+
 PEERS: List[Peer] = [
-    Peer(FLOOR, "np.multiply(x, 1, out=x)", _floor),
+    FLOOR_PEER,
     Peer(SEED, "D = np.random.rand(*A.shape) < q; A = A * D; A = A / q", _seed_numpy),
     Peer(BEST_NUMPY, "rng.random(dtype=float32, out=u); less(u, q, out=k); x *= k; x *= 1/q",
          _best_numpy),
-    Peer("fastdrop forward", "fastdrop.dropout(x, q, out=x, stream=s)", _fastdrop_forward),
+    Peer(FORWARD, "fastdrop.dropout(x, q, out=x, stream=s)", _fastdrop_forward),
+    Peer(FORWARD_1_THREAD, "fastdrop.dropout(x, q, out=x, stream=s), fastdrop.set_num_threads(1)",
+         functools.partial(_fastdrop_forward, threads=1)),
     Peer("fastdrop forward out=", "fastdrop.dropout(x, q, out=y, stream=s)",
          functools.partial(_fastdrop_forward, in_place=False)),
     Peer("fastdrop forward bits", 'fastdrop.dropout(x, q, out=x, stream=s, store="bits")',
@@ -282,21 +359,40 @@ PEERS: List[Peer] = [
          functools.partial(_fastdrop_backward, store="seed")),
     Peer("fastdrop backward bits", "fastdrop.dropout_backward(dy, mask, out=dy), stored bits",
          functools.partial(_fastdrop_backward, store="bits"), mask_bytes=1 / 8),
-    Peer("torch dropout 1 thread", "F.dropout(t, 1 - q, inplace=True), 1 thread",
-         functools.partial(_torch_dropout, single_thread=True), available=_has_torch),
-    Peer("torch dropout all threads", "F.dropout(t, 1 - q, inplace=True), the bench's threads",
-         functools.partial(_torch_dropout, single_thread=False), available=_has_torch),
+    Peer(TORCH_1_THREAD, "F.dropout(t, 1 - q, inplace=True), 1 thread",
+         functools.partial(_torch_dropout, single_thread=True), available=_has_torch,
+         dtypes=TORCH_DTYPES),
+    Peer(TORCH_ALL_THREADS, "F.dropout(t, 1 - q, inplace=True), the bench's threads",
+         functools.partial(_torch_dropout, single_thread=False), available=_has_torch,
+         dtypes=TORCH_DTYPES),
+]
+
+CHANNEL_PEERS: List[Peer] = [
+    FLOOR_PEER,
+    Peer(CHANNEL, f"fastdrop.dropout(x, q, shared_axes={CHANNEL_SHARED_AXES}, out=x, stream=s)",
+         functools.partial(_fastdrop_forward, shared_axes=CHANNEL_SHARED_AXES)),
+    Peer("torch dropout2d 1 thread", "F.dropout2d(t, 1 - q, inplace=True), 1 thread",
+         functools.partial(_torch_dropout, single_thread=True, function="dropout2d"),
+         available=_has_torch, dtypes=TORCH_DTYPES),
+    Peer("torch dropout2d all threads", "F.dropout2d(t, 1 - q, inplace=True), the bench's threads",
+         functools.partial(_torch_dropout, single_thread=False, function="dropout2d"),
+         available=_has_torch, dtypes=TORCH_DTYPES),
 ]
 
 
-def available_peers() -> List[Peer]:
-    """The entries of `PEERS` that can run here.
+def available_peers(peers: Optional[Sequence[Peer]] = None) -> List[Peer]:
+    """The entries of `peers` (default `PEERS`) that can run here.
+
+    Parameters
+    ----------
+    peers : sequence of Peer, optional
+        `PEERS` when None; `CHANNEL_PEERS` for the channel scenario.
 
     Returns
     -------
     list of Peer
     """
-    return [peer for peer in PEERS if peer.available()]
+    return [peer for peer in (PEERS if peers is None else peers) if peer.available()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,9 +417,10 @@ class Record:
         Bytes read and written per second, in 10**9 bytes: 2 * itemsize per element (what an
         in-place pass moves, counted the same for every peer) plus the peer's mask bytes.
     ratio_to_floor : float
-        seconds / the floor's seconds (same size, dtype and run).
-    speedup_over_seed : float
-        The seed code's seconds / seconds.
+        seconds / the floor's seconds (same array and run).
+    speedup_over_seed : float or None
+        The seed code's seconds / seconds; None where the seed code was not timed (the channel
+        scenario).
     repeats : int
         Timed calls taken.
     """
@@ -335,7 +432,7 @@ class Record:
     ns_per_element: float
     gb_per_s: float
     ratio_to_floor: float
-    speedup_over_seed: float
+    speedup_over_seed: Optional[float]
     repeats: int
 
 
@@ -402,8 +499,15 @@ def format_size(size: int) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def format_shape(shape: Sequence[int]) -> str:
+    """`shape` as "64x64x56x56" (a 1-d shape as its `format_size`)."""
+    shape = _as_shape(shape)
+    return format_size(shape[0]) if len(shape) == 1 else "x".join(str(n) for n in shape)
+
+
 def _records(size: int, dtype: np.dtype, timings: Sequence[tuple]) -> List[Record]:
     seconds_of = {peer.name: seconds for peer, seconds, _ in timings}
+    seed = seconds_of.get(SEED)
     records = []
     for peer, seconds, repeats in timings:
         bytes_moved = size * (2 * dtype.itemsize + peer.mask_bytes)
@@ -411,19 +515,101 @@ def _records(size: int, dtype: np.dtype, timings: Sequence[tuple]) -> List[Recor
             size=size, dtype=dtype.name, peer=peer.name, seconds=seconds,
             ns_per_element=seconds * 1e9 / size, gb_per_s=bytes_moved / seconds / 1e9,
             ratio_to_floor=seconds / seconds_of[FLOOR],
-            speedup_over_seed=seconds_of[SEED] / seconds, repeats=repeats))
+            speedup_over_seed=None if seed is None else seed / seconds, repeats=repeats))
     return records
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One array of a benchmark plan and the peers timed on it (the floor first).
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : str
+    peers : tuple of Peer
+    """
+
+    shape: Tuple[int, ...]
+    dtype: str
+    peers: Tuple[Peer, ...]
 
 
 Progress = Callable[[int, int, str], None]
 
 
-def run(sizes: Sequence[int] = DEFAULT_SIZES, dtypes: Sequence[str] = DTYPES,
-        keep_prob: float = DEFAULT_KEEP_PROB, repeats: Optional[int] = None,
-        progress: Optional[Progress] = None) -> List[Record]:
-    """Time every available peer on every (size, dtype), at the current thread count.
+def run_groups(groups: Sequence[Group], keep_prob: float = DEFAULT_KEEP_PROB,
+               repeats: Optional[int] = None,
+               progress: Optional[Progress] = None) -> List[List[Record]]:
+    """Time each group's peers on one array of its shape and dtype, at the current thread count.
 
-    Arrays are allocated once per (size, dtype) and freed before the next.
+    Arrays are allocated once per group and freed before the next.
+
+    Parameters
+    ----------
+    groups : sequence of Group
+        Each with the floor among its peers.
+    keep_prob : float, optional
+        Probability that a unit is kept.
+    repeats : int, optional
+        Timed calls per peer; None chooses them per peer with `auto_repeats`.
+    progress : callable, optional
+        ``progress(done, total, label)`` is called before each measurement, with `label`
+        naming it, and once at the end with done == total and an empty label.
+
+    Returns
+    -------
+    list of list of Record
+        One list per group, in the order of its peers.
+    """
+    total = sum(len(group.peers) for group in groups)
+    done = 0
+    results = []
+    for group in groups:
+        dtype = np.dtype(group.dtype)
+        ws = Workspace.create(group.shape, dtype, keep_prob)
+        timings = []
+        for peer in group.peers:
+            if progress is not None:
+                progress(done, total, f"{peer.name} {dtype.name} {format_shape(group.shape)}")
+            timings.append((peer, *measure(peer, ws, repeats)))
+            done += 1
+        del ws
+        results.append(_records(_elements(group.shape), dtype, timings))
+    if progress is not None:
+        progress(done, total, "")
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """What `run` measured.
+
+    Attributes
+    ----------
+    keep_prob : float
+    records : list of Record
+        The main table: the available peers of `PEERS` on every (size, dtype), ordered by
+        size, dtype, then the order of `PEERS`.
+    channel_shape : tuple of int or None
+        The channel scenario's shape, None when it was skipped.
+    channel_records : list of Record
+        The channel table: the available `CHANNEL_PEERS` on a `CHANNEL_DTYPE` array of
+        `channel_shape` (empty when skipped).
+    """
+
+    keep_prob: float
+    records: List[Record]
+    channel_shape: Optional[Tuple[int, ...]] = None
+    channel_records: List[Record] = dataclasses.field(default_factory=list)
+
+
+def run(sizes: Sequence[int] = DEFAULT_SIZES, dtypes: Sequence[str] = DEFAULT_DTYPES,
+        keep_prob: float = DEFAULT_KEEP_PROB, repeats: Optional[int] = None,
+        progress: Optional[Progress] = None,
+        channel_shape: Optional[Sequence[int]] = None) -> Results:
+    """Time every available peer on every (size, dtype) it supports, and optionally channel
+    dropout, at the current thread count.
 
     Parameters
     ----------
@@ -436,33 +622,28 @@ def run(sizes: Sequence[int] = DEFAULT_SIZES, dtypes: Sequence[str] = DTYPES,
     repeats : int, optional
         Timed calls per peer; None chooses them per peer with `auto_repeats`.
     progress : callable, optional
-        ``progress(done, total, label)`` is called before each measurement, with `label`
-        naming it, and once at the end with done == total and an empty label.
+        As for `run_groups`, counting both scenarios.
+    channel_shape : sequence of int, optional
+        Also time `CHANNEL_PEERS` on a `CHANNEL_DTYPE` array of this (N, C, H, W) shape
+        (`CHANNEL_SHAPE` in ``fastdrop bench``); None skips the channel scenario.
 
     Returns
     -------
-    list of Record
-        Ordered by size, dtype, then the order of `PEERS`.
+    Results
     """
-    peers = available_peers()
-    total = len(sizes) * len(dtypes) * len(peers)
-    done = 0
-    records = []
-    for size in sizes:
-        for name in dtypes:
-            dtype = np.dtype(name)
-            ws = Workspace.create(size, dtype, keep_prob)
-            timings = []
-            for peer in peers:
-                if progress is not None:
-                    progress(done, total, f"{peer.name} {dtype.name} {format_size(size)}")
-                timings.append((peer, *measure(peer, ws, repeats)))
-                done += 1
-            del ws
-            records.extend(_records(size, dtype, timings))
-    if progress is not None:
-        progress(done, total, "")
-    return records
+    def peers(candidates, dtype):
+        return tuple(peer for peer in available_peers(candidates) if peer.supports(dtype))
+
+    groups = [Group((size,), name, peers(PEERS, name)) for size in sizes for name in dtypes]
+    if channel_shape is not None:
+        channel_shape = _as_shape(channel_shape)
+        groups.append(Group(channel_shape, CHANNEL_DTYPE, peers(CHANNEL_PEERS, CHANNEL_DTYPE)))
+    measured = run_groups(groups, keep_prob, repeats, progress)
+    main = measured[:len(sizes) * len(dtypes)]
+    channel = measured[len(main):]
+    return Results(keep_prob=keep_prob, records=[r for group in main for r in group],
+                   channel_shape=channel_shape,
+                   channel_records=[r for group in channel for r in group])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,79 +680,286 @@ def machine_line(machine: dict) -> str:
             f"numpy {machine['numpy']} | fastdrop {machine['fastdrop']} | torch {torch}")
 
 
-def format_table(records: Sequence[Record], machine: dict, keep_prob: float) -> str:
-    """The benchmark's report: a header, one row per record, and a legend of the peers.
-
-    Parameters
-    ----------
-    records : sequence of Record
-        As returned by `run`.
-    machine : dict
-        As returned by `machine_info`.
-    keep_prob : float
-        The keep probability the records were taken with.
-
-    Returns
-    -------
-    str
-        Lines joined by newlines, with no trailing newline.
-    """
-    header = ("size", "dtype", "peer", "ns/element", "GB/s", "ratio to floor",
-              "speed-up over seed", "repeats")
-    rows = [(format_size(r.size), r.dtype, r.peer, f"{_number(r.ns_per_element)} ns",
-             f"{_number(r.gb_per_s)} GB/s", f"{_number(r.ratio_to_floor)}x floor",
-             f"{_number(r.speedup_over_seed)}x seed", str(r.repeats)) for r in records]
+def _align(header: Sequence[str], rows: Sequence[Sequence[str]], left: int,
+           groups: Optional[Sequence[object]] = None) -> List[str]:
+    """`header` and `rows` in columns two spaces apart: the first `left` columns left-aligned,
+    the others right-aligned; a blank line wherever `groups` (one key per row) changes."""
     widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
-    left = 3  # size, dtype and peer are left-aligned, the numbers right-aligned
 
     def line(row):
         cells = [cell.ljust(w) if k < left else cell.rjust(w)
                  for k, (cell, w) in enumerate(zip(row, widths))]
         return "  ".join(cells).rstrip()
 
+    lines = [line(header)]
+    previous = None
+    for k, row in enumerate(rows):
+        key = None if groups is None else groups[k]
+        if k and key != previous:
+            lines.append("")
+        previous = key
+        lines.append(line(row))
+    return lines
+
+
+def format_records(records: Sequence[Record], seed_column: bool = True,
+                   shape: Optional[Sequence[int]] = None) -> List[str]:
+    """A table of `records`, one row each, a blank line between (size, dtype) groups.
+
+    Parameters
+    ----------
+    records : sequence of Record
+    seed_column : bool, optional
+        Include "speed-up over seed" (False for records without a seed baseline).
+    shape : sequence of int, optional
+        The records' common array shape, shown in a first column "shape" instead of "size".
+
+    Returns
+    -------
+    list of str
+        The header line, then the rows.
+    """
+    header = ["size" if shape is None else "shape", "dtype", "peer", "ns/element", "GB/s",
+              "ratio to floor"]
+    if seed_column:
+        header.append("speed-up over seed")
+    header.append("repeats")
+    rows = []
+    for r in records:
+        where = format_size(r.size) if shape is None else format_shape(shape)
+        row = [where, r.dtype, r.peer, f"{_number(r.ns_per_element)} ns",
+               f"{_number(r.gb_per_s)} GB/s", f"{_number(r.ratio_to_floor)}x floor"]
+        if seed_column:
+            row.append("-" if r.speedup_over_seed is None
+                       else f"{_number(r.speedup_over_seed)}x seed")
+        row.append(str(r.repeats))
+        rows.append(row)
+    return _align(header, rows, left=3, groups=[(r.size, r.dtype) for r in records])
+
+
+def summary(records: Sequence[Record]) -> List[dict]:
+    """Per (size, dtype), fastdrop forward against the targets' baselines.
+
+    Parameters
+    ----------
+    records : sequence of Record
+        The main table, as in `Results.records`.
+
+    Returns
+    -------
+    list of dict
+        One per (size, dtype) where "fastdrop forward" was timed, in the records' order:
+        ``size``, ``dtype``, ``ratio_to_floor`` (of "fastdrop forward"),
+        ``ratio_to_floor_1_thread`` (of "fastdrop forward 1 thread", None when absent) and
+        ``speedup_over``, a dict from each `SUMMARY_BASELINES` peer that was timed to its
+        seconds / fastdrop forward's seconds.
+    """
+    by_group: Dict[tuple, Dict[str, Record]] = {}
+    for record in records:
+        by_group.setdefault((record.size, record.dtype), {})[record.peer] = record
+    rows = []
+    for (size, dtype), peers in by_group.items():
+        forward = peers.get(FORWARD)
+        if forward is None:
+            continue
+        single = peers.get(FORWARD_1_THREAD)
+        rows.append({
+            "size": size,
+            "dtype": dtype,
+            "ratio_to_floor": forward.ratio_to_floor,
+            "ratio_to_floor_1_thread": None if single is None else single.ratio_to_floor,
+            "speedup_over": {name: peers[name].seconds / forward.seconds
+                             for name in SUMMARY_BASELINES if name in peers},
+        })
+    return rows
+
+
+def format_summary(records: Sequence[Record]) -> List[str]:
+    """`summary` as a table: the ratios to the floor of fastdrop forward (on the bench's threads
+    and on 1), then its speed-up over each baseline that was timed.
+
+    Parameters
+    ----------
+    records : sequence of Record
+
+    Returns
+    -------
+    list of str
+        A title line and the table; empty when there is nothing to summarise.
+    """
+    rows = summary(records)
+    if not rows:
+        return []
+    baselines = [name for name in SUMMARY_BASELINES
+                 if any(name in row["speedup_over"] for row in rows)]
+    header = ["size", "dtype", "x floor", "1 thread x floor",
+              *(f"over {SUMMARY_LABELS[name]}" for name in baselines)]
+    cells = []
+    for row in rows:
+        single = row["ratio_to_floor_1_thread"]
+        speedups = row["speedup_over"]
+        cells.append([format_size(row["size"]), row["dtype"], f"{_number(row['ratio_to_floor'])}x",
+                      "-" if single is None else f"{_number(single)}x",
+                      *("-" if name not in speedups else f"{_number(speedups[name])}x"
+                        for name in baselines)])
+    return [f"summary of {FORWARD}: ratio to the floor (lower is better), speed-up over the "
+            "peers (higher is better)",
+            f"targets at 6.4e7: {TARGETS}", "",
+            *_align(header, cells, left=2)]
+
+
+def format_report(results: Results, machine: dict) -> str:
+    """The benchmark's report: a header, the main table, its summary, the channel table and a
+    legend of the peers.
+
+    Parameters
+    ----------
+    results : Results
+        As returned by `run`.
+    machine : dict
+        As returned by `machine_info`.
+
+    Returns
+    -------
+    str
+        Lines joined by newlines, with no trailing newline.
+    """
     lines = [
         f"fastdrop bench: {machine_line(machine)}",
-        f"keep_prob {keep_prob}; time per call: {STATISTIC}; GB/s counts bytes read + "
+        f"keep_prob {results.keep_prob}; time per call: {STATISTIC}; GB/s counts bytes read + "
         "written (2 x itemsize per element, + 1/8 byte for a bit mask)",
     ]
     if machine["torch"] is None:
         lines.append("note: torch is not installed; its rows are skipped")
-    lines += ["", line(header)]
-    group = None
-    for record, row in zip(records, rows):
-        if group is not None and group != (record.size, record.dtype):
-            lines.append("")
-        group = (record.size, record.dtype)
-        lines.append(line(row))
-    names = {record.peer for record in records}
-    peers = [peer for peer in PEERS if peer.name in names]
+    lines += ["", *format_records(results.records)]
+    summary_lines = format_summary(results.records)
+    if summary_lines:
+        lines += ["", *summary_lines]
+    if results.channel_shape is not None:
+        shape = results.channel_shape
+        lines += ["", f"channel dropout: {CHANNEL_DTYPE} x of shape {format_shape(shape)} "
+                      f"({format_size(_elements(shape))} elements), shared_axes="
+                      f"{CHANNEL_SHARED_AXES}, one decision per (sample, channel); target: "
+                      f"{CHANNEL_TARGET}", ""]
+        lines += format_records(results.channel_records, seed_column=False, shape=shape)
+    names = {record.peer for record in [*results.records, *results.channel_records]}
+    peers = list({peer.name: peer for peer in [*PEERS, *CHANNEL_PEERS]
+                  if peer.name in names}.values())
     name_width = max((len(peer.name) for peer in peers), default=0)
     lines += ["", "peers (x: the input, q: keep_prob, s: a fastdrop.Stream):"]
     lines += [f"  {peer.name.ljust(name_width)}  {peer.code}" for peer in peers]
     return "\n".join(lines)
 
 
-def report(records: Sequence[Record], machine: dict, keep_prob: float) -> dict:
+def report(results: Results, machine: dict) -> dict:
     """The benchmark's results as JSON-ready data.
 
     Parameters
     ----------
-    records : sequence of Record
+    results : Results
         As returned by `run`.
     machine : dict
         As returned by `machine_info`.
-    keep_prob : float
-        The keep probability the records were taken with.
 
     Returns
     -------
     dict
-        Keys ``machine``, ``keep_prob``, ``statistic`` and ``records`` (a list of dicts with
-        the fields of `Record`).
+        Keys ``machine``, ``keep_prob``, ``statistic``, ``records`` (a list of dicts with the
+        fields of `Record`), ``summary`` (as returned by `summary`) and ``channel``: None when
+        the channel scenario was skipped, else a dict with ``shape``, ``shared_axes``,
+        ``dtype`` and ``records``.
     """
+    channel = None
+    if results.channel_shape is not None:
+        channel = {
+            "shape": list(results.channel_shape),
+            "shared_axes": list(CHANNEL_SHARED_AXES),
+            "dtype": CHANNEL_DTYPE,
+            "records": [dataclasses.asdict(record) for record in results.channel_records],
+        }
     return {
         "machine": machine,
-        "keep_prob": keep_prob,
+        "keep_prob": results.keep_prob,
         "statistic": STATISTIC,
-        "records": [dataclasses.asdict(record) for record in records],
+        "records": [dataclasses.asdict(record) for record in results.records],
+        "summary": summary(results.records),
+        "channel": channel,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The plot (matplotlib: the optional extra fastdrop[plot])
+# ---------------------------------------------------------------------------------------------
+
+PLOT_INSTALL_HINT = 'pip install "fastdrop[plot]"'
+
+
+def plot_available() -> Optional[str]:
+    """Whether `plot` can draw here.
+
+    Returns
+    -------
+    str or None
+        None when matplotlib and its Agg backend import, else why not.
+    """
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError as error:
+        return f"matplotlib is not importable ({error})"
+    return None
+
+
+def plot(records: Sequence[Record], path: str, title: str = "") -> None:
+    """Draw throughput against size, one line per peer, one subplot per dtype, as a PNG.
+
+    Uses matplotlib's Agg canvas directly, without pyplot, so the global backend is untouched.
+
+    Parameters
+    ----------
+    records : sequence of Record
+        The main table, as in `Results.records`.
+    path : str
+        Where to write the PNG.
+    title : str, optional
+        The figure's title (e.g. the machine line).
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (``pip install "fastdrop[plot]"``).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dtypes = list(dict.fromkeys(record.dtype for record in records))
+    names = list(dict.fromkeys(record.peer for record in records))
+    figure = Figure(figsize=(6.5 * max(len(dtypes), 1), 6.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, max(len(dtypes), 1), sharey=True, squeeze=False)[0]
+    colors = [f"C{k}" for k in range(10)]
+    markers = "osD^v<>ph*"
+    for ax, dtype in zip(axes, dtypes):
+        for k, name in enumerate(names):
+            points = sorted((r.size, r.gb_per_s) for r in records
+                            if r.dtype == dtype and r.peer == name)
+            if not points:
+                continue
+            style = {"color": "black", "linestyle": "--", "marker": "s"} if name == FLOOR else {
+                "color": colors[k % len(colors)], "marker": markers[k % len(markers)],
+                "linestyle": "-" if name.startswith("fastdrop") else ":"}
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=name, linewidth=1.6,
+                    markersize=5, **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(dtype)
+        ax.set_xlabel("elements per array")
+        ax.grid(True, which="major", alpha=0.4)
+        ax.grid(True, which="minor", alpha=0.15)
+    axes[0].set_ylabel("throughput, GB/s (bytes read + written)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize="small")
+    if title:
+        figure.suptitle(title, fontsize="small")
+    figure.savefig(path, format="png", dpi=100)

@@ -55,6 +55,16 @@ def _json_path(text: str) -> str:
     return text
 
 
+def _plot_path(text: str) -> str:
+    """A PNG path for ``--plot``: checked, with matplotlib's presence, before the benchmark runs."""
+    path = _json_path(text)
+    missing = bench.plot_available()
+    if missing is not None:
+        raise argparse.ArgumentTypeError(
+            f"{missing}; --plot needs matplotlib: {bench.PLOT_INSTALL_HINT}")
+    return path
+
+
 def progress_bar(stream: TextIO) -> bench.Progress:
     """A `bench.run` progress callback drawing "[####......] 12/40 label" on `stream`.
 
@@ -86,21 +96,27 @@ def progress_bar(stream: TextIO) -> bench.Progress:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark: progress on stderr, the table on stdout, JSON to ``--json``."""
+    """Run the benchmark: progress on stderr, the tables on stdout, JSON to ``--json``, a PNG
+    to ``--plot``."""
     previous = fastdrop.get_num_threads()
     if args.threads is not None:
         fastdrop.set_num_threads(args.threads)
     try:
-        records = bench.run(args.sizes, args.dtypes, args.keep_prob, args.repeats,
-                            progress=progress_bar(sys.stderr))
+        results = bench.run(args.sizes, args.dtypes, args.keep_prob, args.repeats,
+                            progress=progress_bar(sys.stderr),
+                            channel_shape=None if args.no_channel else bench.CHANNEL_SHAPE)
         machine = bench.machine_info()
     finally:
         fastdrop.set_num_threads(previous)
-    print(bench.format_table(records, machine, args.keep_prob))
+    print(bench.format_report(results, machine))
     if args.json is not None:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(bench.report(records, machine, args.keep_prob), f, indent=2)
+            json.dump(bench.report(results, machine), f, indent=2)
             f.write("\n")
+    if args.plot is not None:
+        title = f"fastdrop bench, keep_prob {args.keep_prob}: {bench.machine_line(machine)}"
+        bench.plot(results.records, args.plot, title=title)
+        print(f"\nplot written to {args.plot}")
     return 0
 
 
@@ -134,11 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time fastdrop against the memory floor, the seed's NumPy code and peers",
         description="Time dropout implementations on the same arrays in one process; print "
                     "ns/element, GB/s, the ratio to an in-place np.multiply (the floor) and "
-                    "the speed-up over the seed thread's NumPy code.")
+                    "the speed-up over the seed thread's NumPy code; then a summary of "
+                    "fastdrop forward against its targets and a channel-dropout table.")
     run.add_argument("--sizes", type=_size, nargs="+", default=list(bench.DEFAULT_SIZES),
                      metavar="N", help="elements per array (default: 1e4 1e6 6.4e7)")
-    run.add_argument("--dtypes", nargs="+", choices=bench.DTYPES, default=list(bench.DTYPES),
-                     metavar="DTYPE", help=f"from {', '.join(bench.DTYPES)} (default: all)")
+    run.add_argument("--dtypes", nargs="+", choices=bench.DTYPES,
+                     default=list(bench.DEFAULT_DTYPES), metavar="DTYPE",
+                     help=f"from {', '.join(bench.DTYPES)} (default: "
+                          f"{' '.join(bench.DEFAULT_DTYPES)})")
     run.add_argument("--keep-prob", type=_keep_prob, default=bench.DEFAULT_KEEP_PROB,
                      metavar="Q", help="probability that a unit is kept (default: %(default)s)")
     run.add_argument("--threads", type=_positive_int, metavar="N",
@@ -150,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{bench.MAX_REPEATS})")
     run.add_argument("--json", type=_json_path, metavar="PATH",
                      help="also write every record and the machine description to PATH")
+    run.add_argument("--plot", type=_plot_path, metavar="PATH",
+                     help="also draw throughput against size, one subplot per dtype, as a PNG "
+                          f"at PATH (needs matplotlib: {bench.PLOT_INSTALL_HINT})")
+    run.add_argument("--no-channel", action="store_true",
+                     help="skip the channel-dropout table (a float32 array of shape "
+                          f"{bench.format_shape(bench.CHANNEL_SHAPE)}, shared_axes="
+                          f"{bench.CHANNEL_SHARED_AXES})")
     run.set_defaults(handler=cmd_bench)
 
     info = commands.add_parser("info", help="versions, build, threads and CPU",

@@ -1,4 +1,5 @@
 """The ``fastdrop`` command line: ``bench`` and ``info`` (timings themselves live in bench/)."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -10,9 +11,12 @@ import pytest
 
 import fastdrop
 from fastdrop import bench
-from fastdrop.cli import main
+from fastdrop.cli import build_parser, main
 
 TINY = ["bench", "--sizes", "1000", "--repeats", "1"]
+SMALL_CHANNEL_SHAPE = (2, 3, 4, 5)
+CHANNEL_SHAPE = bench.CHANNEL_SHAPE  # before the autouse fixture below replaces it
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ("size", "dtype", "peer", "ns/element", "GB/s", "ratio to floor", "speed-up over seed",
            "repeats")
 RECORD_KEYS = {"size", "dtype", "peer", "seconds", "ns_per_element", "gb_per_s",
@@ -21,16 +25,40 @@ MACHINE_KEYS = {"cpu", "simd_path", "openmp", "threads", "default_threads", "pyt
                 "fastdrop", "torch"}
 
 
-def table_rows(out):
-    """The table's data rows, split into their cells (cells are separated by 2+ spaces)."""
-    header = next(i for i, line in enumerate(out.splitlines()) if line.startswith("size"))
+SECTION_STARTS = ("summary", "targets", "channel dropout", "peers", "plot written")
+
+
+@pytest.fixture(autouse=True)
+def small_channel_shape(monkeypatch):
+    """The channel scenario on a (2, 3, 4, 5) array instead of 51 MB, to keep the tests quick
+    (``fastdrop bench`` reads bench.CHANNEL_SHAPE when it runs)."""
+    monkeypatch.setattr(bench, "CHANNEL_SHAPE", SMALL_CHANNEL_SHAPE)
+
+
+def cells(line):
+    """A table line split into its cells (cells are separated by 2+ spaces)."""
+    return [cell.strip() for cell in line.split("  ") if cell.strip()]
+
+
+def table_rows(out, header_start="size", after=None):
+    """The data rows of the first table whose header starts with `header_start` (after the line
+    starting with `after`, when given), split into cells, up to the next section."""
+    lines = out.splitlines()
+    start = 0 if after is None else next(i for i, line in enumerate(lines)
+                                         if line.startswith(after))
+    header = next(i for i, line in enumerate(lines)
+                  if i >= start and line.startswith(header_start))
     rows = []
-    for line in out.splitlines()[header + 1:]:
-        if line.startswith("peers"):
+    for line in lines[header + 1:]:
+        if line.startswith(SECTION_STARTS):
             break
         if line:
-            rows.append([cell.strip() for cell in line.split("  ") if cell.strip()])
+            rows.append(cells(line))
     return rows
+
+
+def channel_peers():
+    return [peer.name for peer in bench.available_peers(bench.CHANNEL_PEERS)]
 
 
 def test_bench_prints_a_row_per_peer_and_dtype(capsys):
@@ -41,8 +69,9 @@ def test_bench_prints_a_row_per_peer_and_dtype(capsys):
         assert column in header_line
     rows = table_rows(out)
     peers = [peer.name for peer in bench.available_peers()]
+    assert bench.DEFAULT_DTYPES == ("float32", "float64")
     assert [(row[0], row[1], row[2]) for row in rows] == [
-        ("1e3", dtype, peer) for dtype in bench.DTYPES for peer in peers]
+        ("1e3", dtype, peer) for dtype in bench.DEFAULT_DTYPES for peer in peers]
     for row in rows:
         ns, gbs, floor, seed, repeats = row[3:]
         assert ns.endswith(" ns") and float(ns[:-3]) > 0
@@ -50,7 +79,7 @@ def test_bench_prints_a_row_per_peer_and_dtype(capsys):
         assert floor.endswith("x floor") and seed.endswith("x seed")
         assert repeats == "1"
     by_peer = {(row[1], row[2]): row for row in rows}
-    for dtype in bench.DTYPES:
+    for dtype in bench.DEFAULT_DTYPES:
         assert by_peer[dtype, bench.FLOOR][5] == "1.00x floor"
         assert by_peer[dtype, bench.SEED][6] == "1.00x seed"
     # The header names the machine and build; progress went to stderr, not into the table.
@@ -59,7 +88,8 @@ def test_bench_prints_a_row_per_peer_and_dtype(capsys):
     assert f"fastdrop {fastdrop.__version__}" in out
     assert f"numpy {np.__version__}" in out
     assert "keep_prob 0.8" in out
-    assert f"{len(rows)}/{len(rows)}" in err and "[" in err
+    total = len(rows) + len(channel_peers())  # the progress bar counts the channel table too
+    assert f"{total}/{total}" in err and "[" in err
     assert "[#" not in out
     if bench.torch_module() is None:
         assert "torch is not installed" in out
@@ -77,6 +107,11 @@ def test_bench_json_records(tmp_path, capsys):
     assert data["machine"]["fastdrop"] == fastdrop.__version__
     assert data["machine"]["threads"] == fastdrop.get_num_threads()
     assert data["machine"]["openmp"] == fastdrop._core.openmp_enabled()
+    assert data["machine"]["simd_path"] == bench.simd_path()
+    assert data["machine"]["cpu"] == bench.cpu_model() and data["machine"]["cpu"]
+    assert data["machine"]["numpy"] == np.__version__
+    torch = bench.torch_module()
+    assert data["machine"]["torch"] == (None if torch is None else torch.__version__)
     peers = [peer.name for peer in bench.available_peers()]
     records = data["records"]
     assert [(r["size"], r["dtype"], r["peer"]) for r in records] == [
@@ -92,6 +127,179 @@ def test_bench_json_records(tmp_path, capsys):
         assert record["ratio_to_floor"] == pytest.approx(record["seconds"] / floors[record["size"]])
         assert record["speedup_over_seed"] == pytest.approx(seeds[record["size"]] /
                                                             record["seconds"])
+    # The summary: fastdrop forward against the targets' baselines, from the same seconds.
+    seconds = {(r["size"], r["peer"]): r["seconds"] for r in records}
+    assert [(row["size"], row["dtype"]) for row in data["summary"]] == [
+        (1000, "float64"), (2000, "float64")]
+    for row in data["summary"]:
+        forward = seconds[row["size"], bench.FORWARD]
+        assert row["ratio_to_floor"] == pytest.approx(forward / floors[row["size"]])
+        assert row["ratio_to_floor_1_thread"] == pytest.approx(
+            seconds[row["size"], bench.FORWARD_1_THREAD] / floors[row["size"]])
+        assert set(row["speedup_over"]) == {name for name in bench.SUMMARY_BASELINES
+                                            if name in peers}
+        for name, speedup in row["speedup_over"].items():
+            assert speedup == pytest.approx(seconds[row["size"], name] / forward)
+    # The channel scenario, under its own key.
+    channel = data["channel"]
+    assert channel["shape"] == list(SMALL_CHANNEL_SHAPE)
+    assert channel["shared_axes"] == [2, 3] and channel["dtype"] == "float32"
+    size = int(np.prod(SMALL_CHANNEL_SHAPE))
+    assert [(r["size"], r["dtype"], r["peer"]) for r in channel["records"]] == [
+        (size, "float32", peer) for peer in channel_peers()]
+    floor = channel["records"][0]["seconds"]
+    for record in channel["records"]:
+        assert set(record) == RECORD_KEYS
+        assert record["seconds"] > 0 and record["repeats"] == 2
+        assert record["ratio_to_floor"] == pytest.approx(record["seconds"] / floor)
+        assert record["speedup_over_seed"] is None  # the seed code is not a channel peer
+
+
+def test_bench_single_thread_forward_row_and_summary(capsys):
+    assert main(TINY + ["--sizes", "1000", "3e3"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    by_peer = {(row[0], row[1], row[2]): row for row in rows}
+    for size in ("1e3", "3e3"):
+        for dtype in bench.DEFAULT_DTYPES:
+            row = by_peer[size, dtype, bench.FORWARD_1_THREAD]
+            assert row[5].endswith("x floor") and float(row[5][:-len("x floor")]) > 0
+    legend = out[out.index("\npeers ("):].splitlines()
+    assert ["fastdrop forward 1 thread",
+            "fastdrop.dropout(x, q, out=x, stream=s), fastdrop.set_num_threads(1)"] \
+        in [cells(line) for line in legend]
+    # The summary block: one row per (size, dtype), the forward's ratios copied from the table
+    # and a speed-up column per baseline that ran.
+    assert "summary of fastdrop forward" in out
+    assert "targets at 6.4e7:" in out and ">= 10x best numpy" in out and ">= 30x torch" in out
+    header = next(line for line in out.splitlines() if line.startswith("size  dtype    x floor"))
+    torch = bench.torch_module() is not None
+    expected = ["size", "dtype", "x floor", "1 thread x floor", "over seed", "over best numpy"]
+    if torch:
+        expected += ["over torch 1 thread", "over torch all threads"]
+    assert cells(header) == expected
+    summary = table_rows(out, "size  dtype    x floor")
+    assert [(row[0], row[1]) for row in summary] == [
+        (size, dtype) for size in ("1e3", "3e3") for dtype in bench.DEFAULT_DTYPES]
+    for row in summary:
+        assert len(row) == len(expected)
+        assert all(cell.endswith("x") and float(cell[:-1]) > 0 for cell in row[2:])
+        table = by_peer[row[0], row[1], bench.FORWARD]
+        assert row[2] == table[5][:-len(" floor")]
+        assert row[3] == by_peer[row[0], row[1], bench.FORWARD_1_THREAD][5][:-len(" floor")]
+        assert row[4] == table[6][:-len(" seed")]
+
+
+def test_single_thread_peer_runs_on_one_thread_and_restores_the_count(restore_threads):
+    fastdrop.set_num_threads(2)
+    peer = next(peer for peer in bench.PEERS if peer.name == bench.FORWARD_1_THREAD)
+    ws = bench.Workspace.create(1000, "float32", 0.5)
+    seen = []
+    with peer.prepare(ws) as call:
+        seen.append(fastdrop.get_num_threads())
+        call()
+    assert seen == [1]
+    assert fastdrop.get_num_threads() == 2
+    assert set(np.unique(ws.x / ws.source).tolist()) <= {0.0, 2.0}  # it did drop, in place
+    assert 0 < np.count_nonzero(ws.x) < ws.x.size
+
+
+def test_bench_channel_table(capsys):
+    assert main(TINY + ["--dtypes", "float64"]) == 0
+    out = capsys.readouterr().out
+    title = next(line for line in out.splitlines() if line.startswith("channel dropout"))
+    assert "float32 x of shape 2x3x4x5 (120 elements), shared_axes=(2, 3)" in title
+    assert "fastdrop channel <= 1.1x floor" in title
+    header = next(line for line in out.splitlines() if line.startswith("shape"))
+    assert cells(header) == ["shape", "dtype", "peer", "ns/element", "GB/s", "ratio to floor",
+                             "repeats"]
+    rows = table_rows(out, "shape", after="channel dropout")
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("2x3x4x5", "float32", peer) for peer in channel_peers()]
+    assert rows[0][5] == "1.00x floor"
+    for row in rows:
+        assert float(row[3][:-len(" ns")]) > 0 and float(row[4][:-len(" GB/s")]) > 0
+        assert row[6] == "1"
+    legend = out[out.index("\npeers ("):].splitlines()
+    assert ["fastdrop channel", "fastdrop.dropout(x, q, shared_axes=(2, 3), out=x, stream=s)"] \
+        in [cells(line) for line in legend]
+
+
+def test_bench_no_channel_skips_the_channel_table(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(TINY + ["--dtypes", "float32", "--no-channel", "--json", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "channel dropout" not in out and "fastdrop channel" not in out
+    rows = table_rows(out)
+    assert f"{len(rows)}/{len(rows)}" in err
+    assert json.loads(path.read_text())["channel"] is None
+
+
+def test_the_default_run_includes_the_channel_scenario():
+    options = build_parser().parse_args(["bench"])
+    assert options.no_channel is False and options.plot is None
+    assert bench.CHANNEL_SHAPE == SMALL_CHANNEL_SHAPE  # the fixture's, for speed; the module's:
+    assert CHANNEL_SHAPE == (64, 64, 56, 56)
+
+
+@pytest.mark.parametrize("name", [bench.CHANNEL, "torch dropout2d 1 thread",
+                                  "torch dropout2d all threads"])
+def test_channel_peers_drop_whole_channels(name):
+    peer = next(peer for peer in bench.CHANNEL_PEERS if peer.name == name)
+    if not peer.available():
+        pytest.skip(f"{name}: torch is not installed")
+    ws = bench.Workspace.create((4, 8, 3, 5), "float32", 0.5)
+    with peer.prepare(ws) as call:
+        call()
+    scale = (ws.x / ws.source).reshape(4 * 8, 3 * 5)
+    kept = scale[:, 0] != 0
+    np.testing.assert_allclose(scale[kept], 2.0, rtol=1e-6)
+    assert np.all(scale[~kept] == 0)
+    assert 0 < np.count_nonzero(kept) < kept.size
+
+
+def test_run_returns_both_scenarios():
+    results = bench.run([100], ["float32"], 0.8, repeats=1, channel_shape=(1, 2, 3, 3))
+    assert [r.peer for r in results.records] == [p.name for p in bench.available_peers()]
+    assert results.channel_shape == (1, 2, 3, 3)
+    assert [(r.size, r.peer) for r in results.channel_records] == [
+        (18, peer) for peer in channel_peers()]
+    assert bench.run([100], ["float32"], repeats=1).channel_records == []
+
+
+def test_peers_left_out_for_dtypes_they_do_not_take(monkeypatch):
+    only64 = bench.Peer("float64 only", "x", bench._floor, dtypes=("float64",))
+    monkeypatch.setattr(bench, "PEERS", [*bench.PEERS[:3], only64])
+    results = bench.run([100], ["float32", "float64"], repeats=1)
+    assert [(r.dtype, r.peer) for r in results.records] == [
+        (dtype, peer) for dtype in ("float32", "float64")
+        for peer in [p.name for p in bench.PEERS[:3]] + (["float64 only"] if dtype == "float64"
+                                                          else [])]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason='matplotlib is not installed (pip install "fastdrop[plot]")')
+def test_bench_plot_writes_a_png(tmp_path, capsys):
+    path = tmp_path / "throughput.png"
+    assert main(TINY + ["--sizes", "1000", "2e3", "--no-channel", "--plot", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"plot written to {path}" in out
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_bench_plot_without_matplotlib_fails_before_the_benchmark(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    ran = []
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: ran.append(1))
+    path = tmp_path / "throughput.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(TINY + ["--plot", str(path)])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--plot" in err and "matplotlib" in err and 'pip install "fastdrop[plot]"' in err
+    assert ran == [] and not path.exists()
 
 
 def test_bench_threads_option_applies_during_the_run_only(capsys):
@@ -113,6 +321,7 @@ def test_bench_threads_option_applies_during_the_run_only(capsys):
     (["bench", "--threads", "0"], "--threads"),
     (["bench", "--repeats", "-1"], "--repeats"),
     (["bench", "--json", "/nonexistent-dir/out.json"], "--json"),
+    (["bench", "--plot", "/nonexistent-dir/out.png"], "--plot"),
     (["bench", "--no-such-option"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
