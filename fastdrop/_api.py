@@ -1,15 +1,13 @@
-"""fastdrop's public functions: argument checking, stream bookkeeping, and one kernel call.
+"""fastdrop's public functions and the Dropout layer.
 
-Every argument is checked here, before anything is drawn or written, so a refused call leaves
-x, dy, out= and the stream exactly as they were.  The arithmetic itself is done by an *engine*:
-the compiled C core for fastdrop's own functions, pure NumPy for fastdrop.reference, which
-reuses this front end so that the two differ only where they are meant to.
+The work of a call (checking every argument, the stream bookkeeping, the kernel call) is done
+by the front end in the compiled module (fastdrop._core.forward / backward), which
+fastdrop.reference shares with its own NumPy arithmetic, so that the two differ only where they
+are meant to.
 """
 from __future__ import annotations
 
-import math
 import numbers
-import operator
 import os
 import warnings
 from typing import Callable, Optional, Tuple
@@ -17,229 +15,10 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from fastdrop import _core
-from fastdrop._stream import (BLOCK_LIMIT, MODES, DropoutMask, Stream, blocks_for, check_seed,
-                              compute_dtype, kernel_op, mask_shape, packed_nbytes, threshold_for)
+from fastdrop._core import STORAGE_TYPES, STORES, check_choice, check_flag, check_keep_prob
+from fastdrop._stream import DEFAULT_STREAM, MODES, DropoutMask, Stream, packed_nbytes
 
-STORES = ("seed", "bits")
-
-
-def _storage_types() -> dict:
-    """The dtypes fastdrop serves, each with its index in the C core: bfloat16 when the optional
-    ml_dtypes package is installed."""
-    types = {np.dtype(np.float16): _core.DTYPE_F16, np.dtype(np.float32): _core.DTYPE_F32,
-             np.dtype(np.float64): _core.DTYPE_F64}
-    try:
-        import ml_dtypes
-    except ImportError:
-        return types
-    types[np.dtype(ml_dtypes.bfloat16)] = _core.DTYPE_BF16
-    return types
-
-
-STORAGE_TYPES = _storage_types()
 SUPPORTED_DTYPES = tuple(STORAGE_TYPES)
-_DTYPE_NAMES = ", ".join(dtype.name for dtype in SUPPORTED_DTYPES)
-
-# An engine computes out = kept ? op(src) : dropped, op = kernel_op(...) = (scale, shift,
-# dropped, affine), in the compute precision of src's dtype: engine(forward, src, out, mask, op).
-# When the mask draws (training, keep_prob < 1), forward=True draws the decisions and fills
-# mask.bits when it is an array, forward=False reads mask.bits when present and regenerates
-# otherwise; when it does not (evaluation), every unit is kept.
-Engine = Callable[[bool, np.ndarray, np.ndarray, DropoutMask, tuple], None]
-
-
-def _compiled_engine(forward, src, out, mask, op):
-    if mask.draws:
-        _core.apply(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
-                    threshold_for(mask.keep_prob), False, op, STORAGE_TYPES[src.dtype], mask.bits)
-    else:
-        _core.apply(True, src, out, (), 0, 0, 0, 0, True, op, STORAGE_TYPES[src.dtype], None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument checks: each names the argument and the valid range.
-# ---------------------------------------------------------------------------------------------
-
-def _check_array(name: str, a) -> None:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in SUPPORTED_DTYPES:
-        if a.dtype.kind == "f" and not a.dtype.isnative:
-            raise ValueError(
-                f"{name} has non-native byte order ({a.dtype.str}); convert it first, "
-                f"e.g. {name}.astype({name}.dtype.newbyteorder('='))")
-        raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got {a.dtype}")
-    if not a.flags.aligned:
-        raise ValueError(f"{name} is not aligned to its {a.dtype.itemsize}-byte items; "
-                         "copy it into an aligned array first")
-
-
-def _check_out(out, like: np.ndarray, like_name: str) -> None:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
-    if out.dtype != like.dtype:
-        raise TypeError(f"out must have the dtype of {like_name} ({like.dtype}), got {out.dtype}")
-    if out.shape != like.shape:
-        raise ValueError(f"out must have the shape of {like_name} {like.shape}, got {out.shape}")
-    flags = out.flags
-    if not flags.writeable:
-        raise ValueError("out is read-only")
-    if not flags.aligned:
-        raise ValueError("out is not aligned to its items")
-    if out is like or not np.may_share_memory(out, like):
-        return
-    same_view = (out.__array_interface__["data"][0] == like.__array_interface__["data"][0]
-                 and out.strides == like.strides)
-    if not same_view and np.shares_memory(out, like):
-        raise ValueError(f"out overlaps {like_name} without being the same view of it; pass "
-                         f"out={like_name} to work in place, or an array of its own")
-
-
-def _check_keep_prob(keep_prob) -> float:
-    if type(keep_prob) is float:  # the common case, without the slower abstract-class checks
-        q = keep_prob
-    elif isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
-        raise TypeError(f"keep_prob must be a real number in (0, 1], got {keep_prob!r}")
-    else:
-        try:
-            q = float(keep_prob)
-        except OverflowError:
-            raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob!r}") from None
-    if not 0.0 < q <= 1.0:
-        raise ValueError(f"keep_prob must be in (0, 1], got {q}")
-    if threshold_for(q) == 0:
-        raise ValueError(f"keep_prob must be at least 2**-32 (the resolution of the decisions), "
-                         f"got {q}")
-    return q
-
-
-def _check_choice(name: str, value, choices: tuple) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
-
-
-def _check_training(training) -> bool:
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be True or False, got {training!r}")
-    return bool(training)
-
-
-def _check_shared_axes(shared_axes, ndim: int) -> tuple:
-    if shared_axes is None:
-        return ()
-    items = (shared_axes,) if isinstance(shared_axes, (numbers.Integral, np.integer)) else shared_axes
-    try:
-        items = tuple(items)
-    except TypeError:
-        raise TypeError(f"shared_axes must be None, an int or a tuple of ints, got "
-                        f"{type(shared_axes).__name__}") from None
-    axes = []
-    for item in items:
-        if isinstance(item, (bool, np.bool_)):
-            raise TypeError(f"shared_axes entries must be ints, got {item!r}")
-        try:
-            axis = operator.index(item)
-        except TypeError:
-            raise TypeError(f"shared_axes entries must be ints, got {item!r}") from None
-        if not -ndim <= axis < ndim:
-            raise ValueError(f"shared_axes entry {axis} is out of range for an array of {ndim} "
-                             f"dimensions (valid: {-ndim} to {ndim - 1})")
-        axis %= ndim
-        if axis in axes:
-            raise ValueError(f"shared_axes names axis {axis} more than once: {items!r}")
-        axes.append(axis)
-    return tuple(sorted(axes))
-
-
-def _check_stream(seed, stream):
-    if seed is not None and stream is not None:
-        raise ValueError("give seed= (stateless) or stream= (advancing), not both")
-    if stream is not None and not isinstance(stream, Stream):
-        raise TypeError(f"stream must be a fastdrop.Stream, got {type(stream).__name__}")
-    return None if seed is None else check_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------------
-# The calls
-# ---------------------------------------------------------------------------------------------
-
-def _identity(src: np.ndarray, out):
-    """src itself, or a copy into out: the calls that keep every unit unchanged."""
-    if out is None or out is src:
-        return src
-    np.copyto(out, src)
-    return out
-
-
-def _scaled(engine: Engine, src: np.ndarray, out, mask: DropoutMask):
-    """keep_prob * src in the compute precision: classic dropout's evaluation, and its
-    gradient."""
-    factor = float(compute_dtype(src.dtype).type(mask.keep_prob))
-    if out is None:
-        out = np.empty_like(src)
-    engine(True, src, out, mask, (factor, 0.0, 0.0, False))
-    return out
-
-
-def forward(engine: Engine, x, keep_prob, training, mode, shared_axes, seed, stream, out, store):
-    _check_array("x", x)
-    q = _check_keep_prob(keep_prob)
-    _check_choice("mode", mode, MODES)
-    _check_choice("store", store, STORES)
-    training = _check_training(training)
-    axes = _check_shared_axes(shared_axes, x.ndim)
-    seed = _check_stream(seed, stream)
-    if out is not None:
-        _check_out(out, x, "x")
-    if not training:
-        mask = DropoutMask(x.shape, axes, q, mode, False)
-        if mode == "classic":
-            return _scaled(engine, x, out, mask), mask
-        return _identity(x, out), mask
-
-    size = math.prod(mask_shape(x.shape, axes))
-    blocks = blocks_for(size)
-    if seed is not None:
-        if blocks > BLOCK_LIMIT:
-            raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
-        subsequence, start = 0, 0
-    else:
-        stream = stream if stream is not None else _default_stream
-        start = stream.reserve(blocks)
-        seed, subsequence = stream.seed, stream.subsequence
-    bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
-    mask = DropoutMask(x.shape, axes, q, mode, True, seed, subsequence, start, bits)
-    if q == 1.0:
-        if bits is not None:
-            bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
-        return _identity(x, out), mask
-    if out is None:
-        out = np.empty_like(x)
-    if size:  # with no decisions there is nothing to draw, and start may be 2**64
-        engine(True, x, out, mask, kernel_op(q, mode, x.dtype, True))
-    return out, mask
-
-
-def backward(engine: Engine, dy, mask, out):
-    _check_array("dy", dy)
-    if not isinstance(mask, DropoutMask):
-        raise TypeError(f"mask must be the DropoutMask returned by dropout, got "
-                        f"{type(mask).__name__}")
-    if dy.shape != mask.shape:
-        raise ValueError(f"dy has shape {dy.shape} but the mask was made for shape {mask.shape}")
-    if out is not None:
-        _check_out(out, dy, "dy")
-    if not mask.draws:
-        # Evaluation is y = q * x (classic) or y = x; keep_prob = 1 trains as y = x.
-        if mask.mode == "classic" and not mask.training:
-            return _scaled(engine, dy, out, mask)
-        return _identity(dy, out)
-    if out is None:
-        out = np.empty_like(dy)
-    if mask.size:
-        engine(False, dy, out, mask, kernel_op(mask.keep_prob, mask.mode, dy.dtype, False))
-    return out
 
 
 def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str = "inverted",
@@ -304,8 +83,8 @@ def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str
     >>> bool(np.array_equal(dy, y))
     True
     """
-    return forward(_compiled_engine, x, keep_prob, training, mode, shared_axes, seed, stream, out,
-                   store)
+    return _core.forward(None, x, keep_prob, training, mode, shared_axes, seed, stream, out,
+                         store)
 
 
 def dropout_backward(dy: np.ndarray, mask: DropoutMask, *,
@@ -330,24 +109,21 @@ def dropout_backward(dy: np.ndarray, mask: DropoutMask, *,
     numpy.ndarray
         dx (`out` when given; dy itself when the forward dropped nothing and `out` is None).
     """
-    return backward(_compiled_engine, dy, mask, out)
+    return _core.backward(None, dy, mask, out)
 
 
 # ---------------------------------------------------------------------------------------------
 # Module state: the default stream and the thread count
 # ---------------------------------------------------------------------------------------------
 
-_default_stream = Stream()
-
-
 def default_stream() -> Stream:
     """The stream used by calls given neither seed= nor stream=."""
-    return _default_stream
+    return DEFAULT_STREAM
 
 
 def manual_seed(seed: int) -> None:
     """Restart the default stream at block 0 of `seed` (subsequence 0)."""
-    _default_stream.manual_seed(seed)
+    DEFAULT_STREAM.manual_seed(seed)
 
 
 def set_num_threads(n: int) -> None:
@@ -466,16 +242,16 @@ class Dropout:
     def __init__(self, keep_prob: float, *, mode: str = "inverted", shared_axes=None,
                  seed: Optional[int] = None, subsequence: int = 0, store: str = "seed",
                  mc: bool = False) -> None:
-        self.keep_prob = _check_keep_prob(keep_prob)
-        self.mode = _check_choice("mode", mode, MODES)
-        self.store = _check_choice("store", store, STORES)
+        self.keep_prob = check_keep_prob(keep_prob)
+        self.mode = check_choice("mode", mode, MODES)
+        self.store = check_choice("store", store, STORES)
         self.shared_axes = shared_axes
         if seed is None:
-            self.stream = _default_stream.spawn(subsequence)
+            self.stream = DEFAULT_STREAM.spawn(subsequence)
         else:
             self.stream = Stream(seed, subsequence)
         self.training = True
-        self.mc = _check_training(mc)
+        self.mc = check_flag("mc", mc)
         self.mask: Optional[DropoutMask] = None
 
     def forward(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -495,7 +271,7 @@ class Dropout:
 
     def train(self, mode: bool = True) -> "Dropout":
         """Switch to training (mode=True) or evaluation; returns the layer."""
-        self.training = _check_training(mode)
+        self.training = check_flag("training", mode)
         return self
 
     def eval(self) -> "Dropout":

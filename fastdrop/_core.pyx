@@ -1,16 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Thin wrapper over the C core in src_c/.
+"""fastdrop's compiled layer: the C core's entry points, and the front end of every call.
 
-Private: fastdrop's Python layer validates every argument before it calls in (shapes, dtypes,
-strides, overlap, the stream range), so these functions only translate arrays into pointers,
-shapes and strides and make one C call with the GIL released.
+The front end (forward, backward and the check_ functions) checks every argument with C-level
+tests before anything is drawn or written, then makes one C call with the GIL released.  Kept
+here rather than in Python so that a call on a small array costs microseconds, not tens.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 cimport numpy as cnp
 
+import math
+import numbers
+import operator
+
 import numpy as np
+
+from fastdrop._stream import (BLOCK_LIMIT, DEFAULT_STREAM, MODES, DropoutMask, Stream,
+                              blocks_for, check_seed, compute_dtype, kernel_op, mask_shape,
+                              packed_nbytes, threshold_for)
 
 cnp.import_array()
 
@@ -191,23 +199,16 @@ cpdef enum:
     DTYPE_F64 = 3
 
 
-def apply(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
-          uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
-          bint keep_all, tuple op, int dtype, cnp.ndarray bits):
-    """One kernel call: out = kept ? x * scale (+ shift) : dropped, op = (scale, shift, dropped,
-    affine) in the compute precision of `dtype` (one of the DTYPE_ constants).
-
-    forward=True draws the decisions (all kept when keep_all) and, when `bits` is an array,
-    also stores them there; forward=False reads them from `bits` when it is an array and
-    regenerates them otherwise.  x and out have the same shape and the storage type `dtype`;
-    `shared_axes` holds distinct axes in [0, x.ndim); `bits` is None or a writable, contiguous
-    uint8 array of ceil(mask size / 8) bytes.
-    """
+cdef int _run(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
+              uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
+              bint keep_all, tuple op, int dtype, object bits) except -1:
     cdef uint8_t flags[FD_MAX_NDIM]
     cdef fd_params p = _params(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_STRIDES(x),
                                cnp.PyArray_STRIDES(out), shared_axes, flags, seed, subsequence,
                                start, threshold, keep_all, op)
-    cdef uint8_t *bits_ptr = NULL if bits is None else <uint8_t *>cnp.PyArray_DATA(bits)
+    cdef uint8_t *bits_ptr = NULL
+    if bits is not None:
+        bits_ptr = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>bits)
     cdef void *src = cnp.PyArray_DATA(x)
     cdef void *dst = cnp.PyArray_DATA(out)
     cdef fd_status status
@@ -233,3 +234,282 @@ def apply(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
             else:
                 status = fd_dropout_backward_f64(&p, <double *>src, <double *>dst, bits_ptr)
     _check(status)
+    return 0
+
+
+def apply(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
+          uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
+          bint keep_all, tuple op, int dtype, cnp.ndarray bits):
+    """One kernel call: out = kept ? x * scale (+ shift) : dropped, op = (scale, shift, dropped,
+    affine) in the compute precision of `dtype` (one of the DTYPE_ constants).
+
+    forward=True draws the decisions (all kept when keep_all) and, when `bits` is an array,
+    also stores them there; forward=False reads them from `bits` when it is an array and
+    regenerates them otherwise.  x and out have the same shape and the storage type `dtype`;
+    `shared_axes` holds distinct axes in [0, x.ndim); `bits` is None or a writable, contiguous
+    uint8 array of ceil(mask size / 8) bytes.
+    """
+    _run(forward, x, out, shared_axes, seed, subsequence, start, threshold, keep_all, op, dtype,
+         bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# The front end, shared by fastdrop's functions and fastdrop.reference: every argument is checked
+# here, before anything is drawn or written, so a refused call leaves x, dy, out= and the stream
+# exactly as they were.  The arithmetic is then done by the C core (engine None) or by a Python
+# engine (the reference's NumPy code): engine(forward, src, out, mask, op) computes
+# out = kept ? op(src) : dropped, op = kernel_op(...) = (scale, shift, dropped, affine) in the
+# compute precision of src's dtype.  When the mask draws (training, keep_prob < 1), forward=True
+# draws the decisions and fills mask.bits when it is an array, forward=False reads mask.bits
+# when present and regenerates otherwise; when it does not (evaluation), every unit is kept.
+# ---------------------------------------------------------------------------------------------
+
+STORES = ("seed", "bits")
+
+
+def _storage_types():
+    types = {np.dtype(np.float16): DTYPE_F16, np.dtype(np.float32): DTYPE_F32,
+             np.dtype(np.float64): DTYPE_F64}
+    try:
+        import ml_dtypes
+    except ImportError:
+        return types
+    types[np.dtype(ml_dtypes.bfloat16)] = DTYPE_BF16
+    return types
+
+
+# The dtypes fastdrop serves, each with its index in the C core: bfloat16 when the optional
+# ml_dtypes package is installed.
+STORAGE_TYPES = _storage_types()
+cdef str _DTYPE_NAMES = ", ".join(dtype.name for dtype in STORAGE_TYPES)
+cdef int _BFLOAT16_TYPENUM = next((d.num for d, i in STORAGE_TYPES.items() if i == DTYPE_BF16),
+                                  -1)
+
+
+cpdef int check_array(str name, object a) except -1:
+    """The storage type (DTYPE_ constant) of array argument `a`, or an error naming it."""
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray array = <cnp.ndarray>a
+    cdef int typenum = cnp.PyArray_TYPE(array)
+    cdef int index = -1
+    if typenum == cnp.NPY_FLOAT32:
+        index = DTYPE_F32
+    elif typenum == cnp.NPY_FLOAT64:
+        index = DTYPE_F64
+    elif typenum == cnp.NPY_FLOAT16:
+        index = DTYPE_F16
+    elif typenum == _BFLOAT16_TYPENUM:
+        index = DTYPE_BF16
+    if index < 0:
+        raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got {array.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(array):
+        raise ValueError(
+            f"{name} has non-native byte order ({array.dtype.str}); convert it first, "
+            f"e.g. {name}.astype({name}.dtype.newbyteorder('='))")
+    if not cnp.PyArray_ISALIGNED(array):
+        raise ValueError(f"{name} is not aligned to its {array.dtype.itemsize}-byte items; "
+                         "copy it into an aligned array first")
+    return index
+
+
+cdef bint _same_view(cnp.ndarray a, cnp.ndarray b):
+    if cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b):
+        return False
+    cdef int k
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_STRIDES(a)[k] != cnp.PyArray_STRIDES(b)[k]:
+            return False
+    return True
+
+
+cpdef int check_out(object out, cnp.ndarray like, str like_name) except -1:
+    """Refuses an `out` that cannot receive the result for `like` (named like_name)."""
+    if not cnp.PyArray_Check(out):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    cdef cnp.ndarray array = <cnp.ndarray>out
+    if cnp.PyArray_DESCR(array) is not cnp.PyArray_DESCR(like) and array.dtype != like.dtype:
+        raise TypeError(f"out must have the dtype of {like_name} ({like.dtype}), got {array.dtype}")
+    cdef int k
+    cdef bint same_shape = cnp.PyArray_NDIM(array) == cnp.PyArray_NDIM(like)
+    for k in range(cnp.PyArray_NDIM(array) if same_shape else 0):
+        same_shape = same_shape and cnp.PyArray_DIMS(array)[k] == cnp.PyArray_DIMS(like)[k]
+    if not same_shape:
+        raise ValueError(f"out must have the shape of {like_name} {(<object>like).shape}, "
+                         f"got {out.shape}")
+    if not cnp.PyArray_ISWRITEABLE(array):
+        raise ValueError("out is read-only")
+    if not cnp.PyArray_ISALIGNED(array):
+        raise ValueError("out is not aligned to its items")
+    if array is like or _same_view(array, like) or not np.may_share_memory(array, like):
+        return 0
+    if np.shares_memory(array, like):
+        raise ValueError(f"out overlaps {like_name} without being the same view of it; pass "
+                         f"out={like_name} to work in place, or an array of its own")
+    return 0
+
+
+cpdef double check_keep_prob(object keep_prob) except -1.0:
+    """keep_prob as a float in (0, 1], at least 2**-32, or an error naming it."""
+    cdef double q
+    if type(keep_prob) is float:  # the common case, without the slower abstract-class checks
+        q = keep_prob
+    elif isinstance(keep_prob, (bool, np.bool_)) or not isinstance(keep_prob, numbers.Real):
+        raise TypeError(f"keep_prob must be a real number in (0, 1], got {keep_prob!r}")
+    else:
+        try:
+            q = float(keep_prob)
+        except OverflowError:
+            raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob!r}") from None
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {q}")
+    if q * 4294967296.0 < 1.0:
+        raise ValueError(f"keep_prob must be at least 2**-32 (the resolution of the decisions), "
+                         f"got {q}")
+    return q
+
+
+cpdef str check_choice(str name, object value, tuple choices):
+    """value, one of the strings `choices`, or an error naming the argument."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+cpdef bint check_flag(str name, object value) except -1:
+    """value as a bool (Python's or NumPy's), or an error naming the argument."""
+    if value is True or value is False or isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+cpdef tuple check_shared_axes(object shared_axes, int ndim):
+    """shared_axes as a sorted tuple of distinct axes in [0, ndim), or an error naming it."""
+    if shared_axes is None:
+        return ()
+    items = (shared_axes,) if isinstance(shared_axes, (numbers.Integral, np.integer)) else shared_axes
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"shared_axes must be None, an int or a tuple of ints, got "
+                        f"{type(shared_axes).__name__}") from None
+    axes = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"shared_axes entries must be ints, got {item!r}")
+        try:
+            axis = operator.index(item)
+        except TypeError:
+            raise TypeError(f"shared_axes entries must be ints, got {item!r}") from None
+        if not -ndim <= axis < ndim:
+            raise ValueError(f"shared_axes entry {axis} is out of range for an array of {ndim} "
+                             f"dimensions (valid: {-ndim} to {ndim - 1})")
+        axis %= ndim
+        if axis in axes:
+            raise ValueError(f"shared_axes names axis {axis} more than once: {items!r}")
+        axes.append(axis)
+    return tuple(sorted(axes))
+
+
+cdef object _check_stream(object seed, object stream):
+    if seed is not None and stream is not None:
+        raise ValueError("give seed= (stateless) or stream= (advancing), not both")
+    if stream is not None and not isinstance(stream, Stream):
+        raise TypeError(f"stream must be a fastdrop.Stream, got {type(stream).__name__}")
+    return None if seed is None else check_seed(seed)
+
+
+cdef object _identity(cnp.ndarray src, object out):
+    """src itself, or a copy into out: the calls that keep every unit unchanged."""
+    if out is None or out is src:
+        return src
+    np.copyto(out, src)
+    return out
+
+
+cdef int _engine(object engine, bint forward, cnp.ndarray src, cnp.ndarray out, object mask,
+                 tuple op, int dtype) except -1:
+    if engine is not None:
+        engine(forward, src, out, mask, op)
+    elif mask.draws:
+        _run(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
+             threshold_for(mask.keep_prob), False, op, dtype, mask.bits)
+    else:
+        _run(True, src, out, (), 0, 0, 0, 0, True, op, dtype, None)
+    return 0
+
+
+cdef object _scaled(object engine, int dtype, cnp.ndarray src, object out, object mask):
+    """keep_prob * src in the compute precision: classic dropout's evaluation, and its
+    gradient."""
+    factor = float(compute_dtype(src.dtype).type(mask.keep_prob))
+    if out is None:
+        out = np.empty_like(src)
+    _engine(engine, True, src, out, mask, (factor, 0.0, 0.0, False), dtype)
+    return out
+
+
+def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out, store):
+    """fastdrop.dropout's work with `engine` doing the arithmetic (None: the C core)."""
+    cdef int dtype = check_array("x", x)
+    cdef double q = check_keep_prob(keep_prob)
+    check_choice("mode", mode, MODES)
+    check_choice("store", store, STORES)
+    cdef bint training_call = check_flag("training", training)
+    cdef cnp.ndarray array = <cnp.ndarray>x
+    cdef tuple axes = check_shared_axes(shared_axes, cnp.PyArray_NDIM(array))
+    seed = _check_stream(seed, stream)
+    if out is not None:
+        check_out(out, array, "x")
+    shape = x.shape
+    if not training_call:
+        mask = DropoutMask(shape, axes, q, mode, False)
+        if mode == "classic":
+            return _scaled(engine, dtype, array, out, mask), mask
+        return _identity(array, out), mask
+
+    size = math.prod(mask_shape(shape, axes)) if axes else cnp.PyArray_SIZE(array)
+    blocks = blocks_for(size)
+    if seed is not None:
+        if blocks > BLOCK_LIMIT:
+            raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
+        subsequence, start = 0, 0
+    else:
+        stream = stream if stream is not None else DEFAULT_STREAM
+        start = stream.reserve(blocks)
+        seed, subsequence = stream.seed, stream.subsequence
+    bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
+    mask = DropoutMask(shape, axes, q, mode, True, seed, subsequence, start, bits)
+    if q == 1.0:
+        if bits is not None:
+            bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
+        return _identity(array, out), mask
+    if out is None:
+        out = np.empty_like(array)
+    if size:  # with no decisions there is nothing to draw, and start may be 2**64
+        _engine(engine, True, array, out, mask, kernel_op(q, mode, array.dtype, True), dtype)
+    return out, mask
+
+
+def backward(engine, dy, mask, out):
+    """fastdrop.dropout_backward's work with `engine` doing the arithmetic (None: the C core)."""
+    cdef int dtype = check_array("dy", dy)
+    cdef cnp.ndarray array = <cnp.ndarray>dy
+    if not isinstance(mask, DropoutMask):
+        raise TypeError(f"mask must be the DropoutMask returned by dropout, got "
+                        f"{type(mask).__name__}")
+    if dy.shape != mask.shape:
+        raise ValueError(f"dy has shape {dy.shape} but the mask was made for shape {mask.shape}")
+    if out is not None:
+        check_out(out, array, "dy")
+    if not mask.draws:
+        # Evaluation is y = q * x (classic) or y = x; keep_prob = 1 trains as y = x.
+        if mask.mode == "classic" and not mask.training:
+            return _scaled(engine, dtype, array, out, mask)
+        return _identity(array, out)
+    if out is None:
+        out = np.empty_like(array)
+    if mask.size:
+        _engine(engine, False, array, out, mask,
+                kernel_op(mask.keep_prob, mask.mode, array.dtype, False), dtype)
+    return out

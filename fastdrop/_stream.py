@@ -294,3 +294,7 @@ class DropoutMask:
         stored = "" if self.bits is None else f", bits={self.bits.nbytes} bytes"
         return (f"DropoutMask(shape={self.shape}, mask_shape={self.mask_shape}, "
                 f"keep_prob={self.keep_prob}, mode={self.mode!r}, {where}{stored})")
+
+
+# The stream of calls given neither seed= nor stream=.
+DEFAULT_STREAM = Stream()

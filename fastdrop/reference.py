@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from fastdrop import _api
+from fastdrop import _core
 from fastdrop._stream import DropoutMask, Stream, compute_dtype, threshold_for
 
 __all__ = ["philox4x32_10", "philox_words", "keep_rule", "refinement_draw", "decisions",
@@ -119,11 +119,11 @@ def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str
             shared_axes=None, seed: Optional[int] = None, stream: Optional[Stream] = None,
             out: Optional[np.ndarray] = None, store: str = "seed") -> Tuple[np.ndarray, DropoutMask]:
     """`fastdrop.dropout` computed in pure NumPy (same arguments, same result, same bits)."""
-    return _api.forward(_numpy_engine, x, keep_prob, training, mode, shared_axes, seed, stream,
+    return _core.forward(_numpy_engine, x, keep_prob, training, mode, shared_axes, seed, stream,
                         out, store)
 
 
 def dropout_backward(dy: np.ndarray, mask: DropoutMask, *,
                      out: Optional[np.ndarray] = None) -> np.ndarray:
     """`fastdrop.dropout_backward` computed in pure NumPy."""
-    return _api.backward(_numpy_engine, dy, mask, out)
+    return _core.backward(_numpy_engine, dy, mask, out)
