@@ -164,6 +164,10 @@ typedef void (*row_fn)(const char *in, ptrdiff_t in_stride, char *out, ptrdiff_t
             return;                                                                            \
         }                                                                                      \
         ptrdiff_t done = 0;                                                                    \
+        if (!per_element && !FD_BIT(bits, bit0) && !p->affine) {                               \
+            memset(out, 0, (size_t)n * sizeof(storage)); /* +0.0: no need to read the row */   \
+            return;                                                                            \
+        }                                                                                      \
         if (!per_element) {                                                                    \
             uint8_t same[FD_BROADCAST_BYTES];                                                  \
             memset(same, FD_BIT(bits, bit0) ? 0xff : 0, sizeof same);                          \
