@@ -20,12 +20,21 @@ from randomgen import Philox
 
 import fastdrop
 from fastdrop import reference
-from fastdrop._stream import scale_for, threshold_for
+from fastdrop._stream import compute_dtype, kernel_op, threshold_for
+
+try:  # bfloat16 comes with the optional ml_dtypes package
+    import ml_dtypes
+    HALF_DTYPES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+    finfo = ml_dtypes.finfo
+except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
+    HALF_DTYPES = (np.dtype(np.float16),)
+    finfo = np.finfo
 
 # Every SIMD path the machine supports must reproduce these results bit for bit.
 pytestmark = pytest.mark.usefixtures("every_simd_path")
 
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64)) + HALF_DTYPES
+MODES = ("inverted", "classic", "alpha")
 SPECIAL_KEEP_PROBS = (0.5, 0.8, 1.0, 1 - 2**-20, 2**-20)
 SENTINEL = 1234.5
 USES_FIXTURE = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -85,8 +94,8 @@ def values_for(recipe: Recipe) -> np.ndarray:
     rng = np.random.default_rng(recipe.values_seed)
     vals = rng.standard_normal(recipe.shape) * 10.0 ** rng.integers(-3, 4, recipe.shape)
     if recipe.specials and vals.size:
-        tiny = float(np.finfo(recipe.dtype).smallest_subnormal)
-        big = float(np.finfo(recipe.dtype).max)
+        tiny = float(finfo(recipe.dtype).smallest_subnormal)
+        big = float(finfo(recipe.dtype).max)
         pool = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, tiny, -tiny, big, -big])
         where = rng.random(recipe.shape) < 0.3
         vals = np.where(where, rng.choice(pool, recipe.shape), vals)
@@ -152,7 +161,8 @@ class Built:
 
     def assert_outside_untouched(self) -> None:
         if self.buffer is not None:
-            assert np.all(self.buffer[~self.region] == SENTINEL), "wrote outside the view"
+            sentinel = self.recipe.dtype.type(SENTINEL)  # as rounded by np.full
+            assert np.all(self.buffer[~self.region] == sentinel), "wrote outside the view"
 
 
 @st.composite
@@ -275,7 +285,7 @@ def expected_passthrough(kwargs: dict) -> bool:
     if "out" in kwargs:
         return False
     if not kwargs.get("training", True):
-        return kwargs.get("mode", "inverted") == "inverted"
+        return kwargs.get("mode", "inverted") in ("inverted", "alpha")
     return q == 1.0
 
 
@@ -294,7 +304,7 @@ def test_forward_matches_reference(data, restore_threads):
                           label="out")
     kwargs = dict(
         keep_prob=draw(keep_probs, label="keep_prob"),
-        mode=draw(st.sampled_from(["inverted", "classic"]), label="mode"),
+        mode=draw(st.sampled_from(MODES), label="mode"),
         store=draw(st.sampled_from(["seed", "bits"]), label="store"),
         shared_axes=draw(shared_axes_for(len(x_recipe.shape)), label="shared_axes"),
         training=draw(st.sampled_from([True, True, True, False]), label="training"),
@@ -324,8 +334,7 @@ def test_successive_stream_calls_match_reference(data):
     streams = [stream_at(seed, subsequence, position) for _ in range(2)]
     for _ in range(draw(st.integers(2, 4), label="calls")):
         recipe = draw(recipes(), label="x")
-        kwargs = dict(keep_prob=draw(keep_probs), mode=draw(st.sampled_from(["inverted",
-                                                                             "classic"])),
+        kwargs = dict(keep_prob=draw(keep_probs), mode=draw(st.sampled_from(MODES)),
                       shared_axes=draw(shared_axes_for(len(recipe.shape))),
                       training=draw(st.sampled_from([True, True, False])),
                       store=draw(st.sampled_from(["seed", "bits"])))
@@ -404,7 +413,7 @@ def test_backward_matches_reference(data, restore_threads):
     x_recipe = draw(recipes(), label="x")
     kwargs = dict(
         keep_prob=draw(keep_probs, label="keep_prob"),
-        mode=draw(st.sampled_from(["inverted", "classic"]), label="mode"),
+        mode=draw(st.sampled_from(MODES), label="mode"),
         store=draw(st.sampled_from(["seed", "bits"]), label="store"),
         shared_axes=draw(shared_axes_for(len(x_recipe.shape)), label="shared_axes"),
         training=draw(st.sampled_from([True, True, True, False]), label="training"),
@@ -448,13 +457,16 @@ def test_backward_matches_reference(data, restore_threads):
         results.append((dx, dy_before))
     for dx, _ in results[1:]:
         assert_same_bits(results[0][0], dx)
-    # And directly: dx is the select of SPEC §2 with the scale rounded to dy's dtype.
+    # And directly: dx is the select of SPEC §2 with the scale (alpha: a) rounded to dy's
+    # compute precision, the product rounded once to dy's dtype.
     dx, dy = results[0]
     if mask_f.draws:
         keep = np.broadcast_to(reference.mask_to_bool(mask_f), dy.shape)
-        scale = dy.dtype.type(scale_for(mask_f.keep_prob, mask_f.mode, dy.dtype))
+        ctype = compute_dtype(dy.dtype).type
+        scale = ctype(kernel_op(mask_f.keep_prob, mask_f.mode, dy.dtype, False)[0])
         with np.errstate(all="ignore"):
-            expected = np.where(keep, dy * scale, dy.dtype.type(0))
+            expected = np.where(keep, (dy.astype(ctype) * scale).astype(dy.dtype),
+                                dy.dtype.type(0))
         assert_same_bits(dx, expected)
 
 
@@ -487,7 +499,7 @@ def check_forced_refinement(seed, subsequence, position, size, j, t_lo, dtype):
     g = int(randomgen_words(seed, refinement_block, 1)[d % 4]) & 0xFFFF
     assert g == reference.refinement_draw(seed, subsequence, d)
 
-    x = np.arange(1, size + 1, dtype=dtype)
+    x = np.arange(1, size + 1).astype(dtype)
     for low in sorted({t_lo, g, min(g + 1, 0xFFFF)}):
         threshold = (t_hi << 16) | low
         if threshold == 0:
