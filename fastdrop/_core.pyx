@@ -328,6 +328,9 @@ cpdef int check_out(object out, cnp.ndarray like, str like_name) except -1:
     if not cnp.PyArray_Check(out):
         raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
     cdef cnp.ndarray array = <cnp.ndarray>out
+    if not cnp.PyArray_ISNOTSWAPPED(array):
+        raise ValueError(f"out has non-native byte order ({array.dtype.str}); pass an array of "
+                         f"dtype {like.dtype}")
     if cnp.PyArray_DESCR(array) is not cnp.PyArray_DESCR(like) and array.dtype != like.dtype:
         raise TypeError(f"out must have the dtype of {like_name} ({like.dtype}), got {array.dtype}")
     cdef int k
@@ -470,6 +473,10 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
 
     size = math.prod(mask_shape(shape, axes)) if axes else cnp.PyArray_SIZE(array)
     blocks = blocks_for(size)
+    # Allocate before the stream moves: a call that fails for want of memory leaves it in place.
+    bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
+    if out is None and q < 1.0:
+        out = np.empty_like(array)
     if seed is not None:
         if blocks > BLOCK_LIMIT:
             raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
@@ -478,14 +485,11 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
         stream = stream if stream is not None else DEFAULT_STREAM
         start = stream.reserve(blocks)
         seed, subsequence = stream.seed, stream.subsequence
-    bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
     mask = DropoutMask(shape, axes, q, mode, True, seed, subsequence, start, bits)
     if q == 1.0:
         if bits is not None:
             bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
         return _identity(array, out), mask
-    if out is None:
-        out = np.empty_like(array)
     if size:  # with no decisions there is nothing to draw, and start may be 2**64
         _engine(engine, True, array, out, mask, kernel_op(q, mode, array.dtype, True), dtype)
     return out, mask
