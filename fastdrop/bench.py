@@ -56,13 +56,15 @@ FORWARD_1_THREAD = "fastdrop forward 1 thread"
 TORCH_1_THREAD = "torch dropout 1 thread"
 TORCH_ALL_THREADS = "torch dropout all threads"
 CHANNEL = "fastdrop channel"
+FASTDROP_MODULE = "fastdrop.torch module"
+TORCH_MODULE = "torch.nn.Dropout module"
 
 # The summary after the main table: FORWARD's speed-up over each of these, per (size, dtype).
 SUMMARY_BASELINES = (SEED, BEST_NUMPY, TORCH_1_THREAD, TORCH_ALL_THREADS)
 SUMMARY_LABELS = {SEED: "seed", BEST_NUMPY: "best numpy", TORCH_1_THREAD: "torch 1 thread",
                   TORCH_ALL_THREADS: "torch all threads"}
 TARGETS = ("forward <= 1.3x floor (float32), <= 1.2x (float64); 1 thread <= 2.0x floor "
-           "(float32); >= 25x seed, >= 10x best numpy, >= 30x torch")
+           "(float32); >= 25x seed, >= 10x best numpy, >= 30x torch; torch module >= 10x")
 CHANNEL_TARGET = "fastdrop channel <= 1.1x floor"
 
 
@@ -333,6 +335,31 @@ def _torch_dropout(ws: Workspace, single_thread: bool,
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def _torch_module(ws: Workspace, fastdrop_layer: bool) -> Iterator[Callable[[], object]]:
+    """Forward and backward of a dropout layer as a PyTorch model runs it: a new output and a new
+    gradient per step, autograd in between; fastdrop.torch.Dropout or torch.nn.Dropout, on
+    fastdrop's thread count."""
+    torch = torch_module()
+    import fastdrop.torch as fastdrop_torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(fastdrop.get_num_threads())
+    p = 1.0 - ws.keep_prob
+    layer = fastdrop_torch.Dropout(p) if fastdrop_layer else torch.nn.Dropout(p)
+    x = torch.from_numpy(ws.x).requires_grad_()
+    gradient = torch.ones_like(x)
+
+    def step():
+        layer(x).backward(gradient)
+        x.grad = None
+
+    try:
+        yield step
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _has_torch() -> bool:
     return torch_module() is not None
 
@@ -364,6 +391,12 @@ PEERS: List[Peer] = [
          dtypes=TORCH_DTYPES),
     Peer(TORCH_ALL_THREADS, "F.dropout(t, 1 - q, inplace=True), the bench's threads",
          functools.partial(_torch_dropout, single_thread=False), available=_has_torch,
+         dtypes=TORCH_DTYPES),
+    Peer(FASTDROP_MODULE, "fastdrop.torch.Dropout(1 - q)(t).backward(g): forward + backward",
+         functools.partial(_torch_module, fastdrop_layer=True), available=_has_torch,
+         dtypes=TORCH_DTYPES),
+    Peer(TORCH_MODULE, "torch.nn.Dropout(1 - q)(t).backward(g): forward + backward",
+         functools.partial(_torch_module, fastdrop_layer=False), available=_has_torch,
          dtypes=TORCH_DTYPES),
 ]
 
@@ -752,7 +785,8 @@ def summary(records: Sequence[Record]) -> List[dict]:
         ``size``, ``dtype``, ``ratio_to_floor`` (of "fastdrop forward"),
         ``ratio_to_floor_1_thread`` (of "fastdrop forward 1 thread", None when absent) and
         ``speedup_over``, a dict from each `SUMMARY_BASELINES` peer that was timed to its
-        seconds / fastdrop forward's seconds.
+        seconds / fastdrop forward's seconds, and ``module_speedup``, torch.nn.Dropout's
+        forward + backward time over fastdrop.torch.Dropout's (None without torch).
     """
     by_group: Dict[tuple, Dict[str, Record]] = {}
     for record in records:
@@ -770,6 +804,8 @@ def summary(records: Sequence[Record]) -> List[dict]:
             "ratio_to_floor_1_thread": None if single is None else single.ratio_to_floor,
             "speedup_over": {name: peers[name].seconds / forward.seconds
                              for name in SUMMARY_BASELINES if name in peers},
+            "module_speedup": (peers[TORCH_MODULE].seconds / peers[FASTDROP_MODULE].seconds
+                               if FASTDROP_MODULE in peers and TORCH_MODULE in peers else None),
         })
     return rows
 
@@ -792,16 +828,20 @@ def format_summary(records: Sequence[Record]) -> List[str]:
         return []
     baselines = [name for name in SUMMARY_BASELINES
                  if any(name in row["speedup_over"] for row in rows)]
+    modules = any(row["module_speedup"] is not None for row in rows)
     header = ["size", "dtype", "x floor", "1 thread x floor",
-              *(f"over {SUMMARY_LABELS[name]}" for name in baselines)]
+              *(f"over {SUMMARY_LABELS[name]}" for name in baselines),
+              *(["module over torch.nn"] if modules else [])]
     cells = []
     for row in rows:
         single = row["ratio_to_floor_1_thread"]
         speedups = row["speedup_over"]
+        module = row["module_speedup"]
         cells.append([format_size(row["size"]), row["dtype"], f"{_number(row['ratio_to_floor'])}x",
                       "-" if single is None else f"{_number(single)}x",
                       *("-" if name not in speedups else f"{_number(speedups[name])}x"
-                        for name in baselines)])
+                        for name in baselines),
+                      *([("-" if module is None else f"{_number(module)}x")] if modules else [])])
     return [f"summary of {FORWARD}: ratio to the floor (lower is better), speed-up over the "
             "peers (higher is better)",
             f"targets at 6.4e7: {TARGETS}", "",
