@@ -176,7 +176,7 @@ def test_bench_single_thread_forward_row_and_summary(capsys):
     torch = bench.torch_module() is not None
     expected = ["size", "dtype", "x floor", "1 thread x floor", "over seed", "over best numpy"]
     if torch:
-        expected += ["over torch 1 thread", "over torch all threads"]
+        expected += ["over torch 1 thread", "over torch all threads", "module over torch.nn"]
     assert cells(header) == expected
     summary = table_rows(out, "size  dtype    x floor")
     assert [(row[0], row[1]) for row in summary] == [
