@@ -14,13 +14,15 @@
 
 #define FD_AVX2 __attribute__((target("avx2,f16c")))
 
-/* The 32x32->64 products of eight lanes by m, split into high and low words.  AVX2 multiplies
- * only the even lanes, so the odd lanes are shifted down and multiplied separately. */
+/* The 32x32->64 products of eight lanes by m, split into high and low words.  AVX2's widening
+ * multiply takes the even lanes only, so the odd lanes are shifted down and multiplied
+ * separately for the high words; the low words come from one 32-bit multiply, which measured
+ * faster here than reassembling them from the wide products. */
 FD_AVX2 static inline void mulhilo8(__m256i m, __m256i c, __m256i *hi, __m256i *lo)
 {
     __m256i even = _mm256_mul_epu32(c, m);
     __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), m);
-    *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    *lo = _mm256_mullo_epi32(c, m);
     *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
