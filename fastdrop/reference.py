@@ -117,7 +117,8 @@ def _numpy_engine(forward: bool, src: np.ndarray, out: np.ndarray, mask: Dropout
 
 def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str = "inverted",
             shared_axes=None, seed: Optional[int] = None, stream: Optional[Stream] = None,
-            out: Optional[np.ndarray] = None, store: str = "seed") -> Tuple[np.ndarray, DropoutMask]:
+            out: Optional[np.ndarray] = None,
+            store: str = "seed") -> Tuple[np.ndarray, DropoutMask]:
     """`fastdrop.dropout` computed in pure NumPy (same arguments, same result, same bits)."""
     return _core.forward(_numpy_engine, x, keep_prob, training, mode, shared_axes, seed, stream,
                         out, store)
