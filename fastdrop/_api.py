@@ -23,7 +23,8 @@ SUPPORTED_DTYPES = tuple(STORAGE_TYPES)
 
 def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str = "inverted",
             shared_axes=None, seed: Optional[int] = None, stream: Optional[Stream] = None,
-            out: Optional[np.ndarray] = None, store: str = "seed") -> Tuple[np.ndarray, DropoutMask]:
+            out: Optional[np.ndarray] = None,
+            store: str = "seed") -> Tuple[np.ndarray, DropoutMask]:
     """Dropout forward: keep each unit with probability keep_prob, zero the rest.
 
     One pass over memory in compiled code: the random decisions, the select and the scaling
@@ -32,15 +33,18 @@ def dropout(x: np.ndarray, keep_prob: float, *, training: bool = True, mode: str
     Parameters
     ----------
     x : numpy.ndarray
-        float32 or float64, any shape (0-d and empty included) and any strides.
+        float16, bfloat16 (ml_dtypes), float32 or float64, any shape (0-d and empty included)
+        and any strides.  float16 and bfloat16 are computed in float32 and rounded once.
     keep_prob : float
         Probability q that a unit is kept, in (0, 1] (at least 2**-32).  The 2014 paper calls
         it p; PyTorch's p is the drop probability 1 - q.
     training : bool, optional
         False is evaluation mode: nothing is drawn and the stream does not move.
-    mode : {"inverted", "classic"}, optional
+    mode : {"inverted", "classic", "alpha"}, optional
         "inverted" (default): y = m * x / q in training, y = x in evaluation.
         "classic" (the 2014 paper): y = m * x in training, y = q * x in evaluation.
+        "alpha" (for SELU networks): y = a * (m * x + (1 - m) * alpha') + b in training, so
+        that zero-mean unit-variance input keeps its mean and variance; y = x in evaluation.
     shared_axes : int or tuple of int, optional
         Axes along which one decision is broadcast: ``0`` shares one mask across the batch of
         an (N, D) array, ``(2, 3)`` drops whole channels of an (N, C, H, W) array, the time
@@ -91,14 +95,14 @@ def dropout_backward(dy: np.ndarray, mask: DropoutMask, *,
                      out: Optional[np.ndarray] = None) -> np.ndarray:
     """Dropout backward: the gradient through the forward call that returned `mask`.
 
-    dx = m * dy / q (inverted) or m * dy (classic), with the decisions regenerated from the
-    mask's stream coordinates or read from its stored bits.
+    dx = m * dy / q (inverted), m * dy (classic) or a * m * dy (alpha), with the decisions
+    regenerated from the mask's stream coordinates or read from its stored bits.
 
     Parameters
     ----------
     dy : numpy.ndarray
-        Gradient of the loss with respect to the forward output: the forward's shape, float32
-        or float64 (it need not match the forward's dtype), any strides.
+        Gradient of the loss with respect to the forward output: the forward's shape, any
+        supported dtype (it need not match the forward's), any strides.
     mask : DropoutMask
         The mask returned by `dropout`.
     out : numpy.ndarray, optional

@@ -286,7 +286,7 @@ class DropoutMask:
         return same_bits and all(getattr(self, k) == getattr(other, k)
                                  for k in self.__slots__ if k != "bits")
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # masks are mutable records, compared by value
 
     def __repr__(self) -> str:
         where = (f"seed={self.seed}, subsequence={self.subsequence}, start={self.start}"
