@@ -16,7 +16,8 @@ import numpy as np
 
 from fastdrop import _core
 from fastdrop._core import STORAGE_TYPES, STORES, check_choice, check_flag, check_keep_prob
-from fastdrop._stream import DEFAULT_STREAM, MODES, DropoutMask, Stream, packed_nbytes
+from fastdrop._stream import (DEFAULT_STREAM, MODES, DropoutMask, Stream, layer_stream,
+                              packed_nbytes)
 
 SUPPORTED_DTYPES = tuple(STORAGE_TYPES)
 
@@ -250,10 +251,7 @@ class Dropout:
         self.mode = check_choice("mode", mode, MODES)
         self.store = check_choice("store", store, STORES)
         self.shared_axes = shared_axes
-        if seed is None:
-            self.stream = DEFAULT_STREAM.spawn(subsequence)
-        else:
-            self.stream = Stream(seed, subsequence)
+        self.stream = layer_stream(seed, subsequence)
         self.training = True
         self.mc = check_flag("mc", mc)
         self.mask: Optional[DropoutMask] = None

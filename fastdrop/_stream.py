@@ -298,3 +298,10 @@ class DropoutMask:
 
 # The stream of calls given neither seed= nor stream=.
 DEFAULT_STREAM = Stream()
+
+
+def layer_stream(seed: int | None, subsequence: int) -> Stream:
+    """The stream a layer owns: Stream(seed, subsequence), or, without a seed, one spawned from
+    the default stream, so that fastdrop.manual_seed before building a network makes it
+    reproducible."""
+    return DEFAULT_STREAM.spawn(subsequence) if seed is None else Stream(seed, subsequence)

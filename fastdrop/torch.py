@@ -32,7 +32,7 @@ except ImportError as error:  # pragma: no cover - exercised only where torch is
 
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
-from fastdrop._stream import DropoutMask, Stream
+from fastdrop._stream import DropoutMask, Stream, layer_stream
 
 __all__ = [
     "AlphaDropout",
@@ -405,10 +405,7 @@ class _StreamOwner:
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: Optional[int] = None,
                  subsequence: int = 0) -> None:
         super().__init__(p, inplace)
-        # As fastdrop.Dropout: a stream spawned from the default one, so fastdrop.manual_seed
-        # before building a model makes it reproducible, or one of the given seed.
-        self.stream = (fastdrop.default_stream().spawn(subsequence) if seed is None
-                       else Stream(seed, subsequence))
+        self.stream = layer_stream(seed, subsequence)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, stream={self.stream!r}"
