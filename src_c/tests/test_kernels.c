@@ -1,0 +1,563 @@
+/*
+ * A plain-C test harness for fastdrop's C core (issue 7 item 1): no Python, no NumPy, so that it
+ * can run under AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer.
+ *
+ * Build (tests/test_sanitizers.py does this):
+ *   cc -std=c11 -O1 -g -ffp-contract=off -fsanitize=address,undefined -fno-sanitize-recover=all \
+ *      [-fopenmp] -Isrc_c src_c/tests/test_kernels.c src_c/fd_*.c -o test_kernels
+ *
+ * What it checks:
+ * - the Random123 known answers of Philox4x32-10 (the vectors of tests/data/philox4x32_10_kat.txt,
+ *   embedded);
+ * - fd_mask_generate and every kernel (forward with and without stored bits, backward from the
+ *   bits and regenerated, in place) on edge cases: sizes 0 to 40 and around multiples of every
+ *   vector width, odd, negative and transposed strides, shared axes, every dtype, affine and plain
+ *   ops, 1 and 3 threads (OpenMP builds) with a call past the parallel threshold;
+ * - every array inside a guard zone of known bytes, each checked unchanged after every call, and
+ *   once more with no guard at all (the allocation is exactly the array), so that ASan itself
+ *   sees any read or write past either end;
+ * - the decisions against an independent implementation of SPEC §3 (including the refinement
+ *   draw), the float32/float64 values against the op, and every SIMD path that the CPU supports
+ *   (via fd_simd_select) byte for byte against the scalar path.
+ *
+ * Exit status 0 when everything passed; failures are printed to stderr.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fd_dropout.h"
+#include "fd_philox.h"
+
+static long failures;
+static long checks;
+
+#define CHECK(cond, ...)                                                                          \
+    do {                                                                                          \
+        checks++;                                                                                 \
+        if (!(cond)) {                                                                            \
+            if (failures++ < 40) {                                                                \
+                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
+                fprintf(stderr, __VA_ARGS__);                                                     \
+                fprintf(stderr, "\n");                                                            \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
+/* ------------------------------------------------------------------------------------------- */
+/* Known answers                                                                                */
+/* ------------------------------------------------------------------------------------------- */
+
+static void test_known_answers(void)
+{
+    static const uint32_t kat[3][10] = {
+        {0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
+         0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+         0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int v = 0; v < 3; v++) {
+        fd_philox_counter ctr = {{kat[v][0], kat[v][1], kat[v][2], kat[v][3]}};
+        fd_philox_key key = {{kat[v][4], kat[v][5]}};
+        uint32_t out[4];
+        fd_philox_block(ctr, key, out);
+        for (int w = 0; w < 4; w++)
+            CHECK(out[w] == kat[v][6 + w], "KAT %d word %d: %08x != %08x", v, w, out[w],
+                  kat[v][6 + w]);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* The decisions of SPEC §3, written independently of fd_dropout.c                              */
+/* ------------------------------------------------------------------------------------------- */
+
+static uint32_t half_of(uint64_t seed, uint64_t subsequence, uint64_t block, unsigned h)
+{
+    uint32_t out[4];
+    fd_philox_block(fd_philox_counter_make(block, subsequence), fd_philox_key_from_seed(seed), out);
+    uint32_t word = out[h / 2];
+    return (h % 2) ? word >> 16 : word & 0xFFFF;
+}
+
+static int decision(uint64_t seed, uint64_t subsequence, uint64_t start, uint32_t threshold,
+                    uint64_t j)
+{
+    uint32_t h = half_of(seed, subsequence, start + j / 8, (unsigned)(j % 8));
+    uint32_t t_hi = threshold >> 16, t_lo = threshold & 0xFFFF;
+    if (h != t_hi)
+        return h < t_hi;
+    uint64_t d = 8 * start + j;   /* wraps like the 64-bit counter arithmetic of SPEC §3 */
+    uint32_t out[4];
+    fd_philox_block(fd_philox_counter_make(d / 4, subsequence + (UINT64_C(1) << 63)),
+                    fd_philox_key_from_seed(seed), out);
+    return (out[d % 4] & 0xFFFF) < t_lo;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Guarded buffers                                                                              */
+/* ------------------------------------------------------------------------------------------- */
+
+typedef struct buffer {
+    unsigned char *base;     /* malloc'd, `total` bytes */
+    unsigned char *copy;     /* the bytes as they were when last armed */
+    unsigned char *allowed;  /* 1 where a byte belongs to an element */
+    size_t total;
+    unsigned char *origin;   /* element (0, ..., 0) */
+} buffer;
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+
+static uint64_t next_random(void)
+{
+    /* splitmix64 */
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15u);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+}
+
+/* Calls fn(offset, arg) for the byte offset of every element, in C order of the index. */
+static void for_each(int ndim, const ptrdiff_t *shape, const ptrdiff_t *strides,
+                     void (*fn)(ptrdiff_t offset, uint64_t index, void *arg), void *arg)
+{
+    ptrdiff_t idx[3] = {0, 0, 0};
+    uint64_t count = 1;
+    for (int k = 0; k < ndim; k++)
+        count *= (uint64_t)shape[k];
+    for (uint64_t i = 0; i < count; i++) {
+        ptrdiff_t offset = 0;
+        for (int k = 0; k < ndim; k++)
+            offset += idx[k] * strides[k];
+        fn(offset, i, arg);
+        for (int k = ndim - 1; k >= 0; k--) {
+            if (++idx[k] < shape[k])
+                break;
+            idx[k] = 0;
+        }
+    }
+}
+
+typedef struct mark_arg { buffer *b; size_t item; } mark_arg;
+
+static void mark(ptrdiff_t offset, uint64_t index, void *arg)
+{
+    (void)index;
+    mark_arg *m = arg;
+    memset(m->b->allowed + (m->b->origin - m->b->base) + offset, 1, m->item);
+}
+
+static void buffer_arm(buffer *b)
+{
+    memcpy(b->copy, b->base, b->total);
+}
+
+/* A buffer holding an array of `shape` and byte `strides` with `guard` random bytes each side. */
+static buffer buffer_make(int ndim, const ptrdiff_t *shape, const ptrdiff_t *strides, size_t item,
+                          size_t guard)
+{
+    buffer b;
+    ptrdiff_t low = 0, high = 0;
+    int empty = 0;
+    for (int k = 0; k < ndim; k++)
+        empty |= shape[k] == 0;
+    for (int k = 0; k < ndim && !empty; k++) {
+        if (strides[k] < 0)
+            low += (shape[k] - 1) * strides[k];
+        else
+            high += (shape[k] - 1) * strides[k];
+    }
+    size_t span = empty ? 0 : (size_t)(high - low) + item;
+    b.total = 2 * guard + span;
+    b.base = malloc(b.total ? b.total : 1);
+    b.copy = malloc(b.total ? b.total : 1);
+    b.allowed = calloc(b.total ? b.total : 1, 1);
+    if (!b.base || !b.copy || !b.allowed) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    for (size_t i = 0; i < b.total; i++)
+        b.base[i] = (unsigned char)next_random();
+    b.origin = b.base + guard - low;
+    mark_arg m = {&b, item};
+    for_each(ndim, shape, strides, mark, &m);
+    buffer_arm(&b);
+    return b;
+}
+
+static void buffer_free(buffer *b)
+{
+    free(b->base);
+    free(b->copy);
+    free(b->allowed);
+}
+
+/* Whether bytes changed outside the elements (any byte when `anywhere`). */
+static int buffer_overran(const buffer *b, int anywhere)
+{
+    for (size_t i = 0; i < b->total; i++)
+        if ((anywhere || !b->allowed[i]) && b->base[i] != b->copy[i])
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Kernels                                                                                      */
+/* ------------------------------------------------------------------------------------------- */
+
+enum { F16, BF16, F32, F64, NTYPES };
+static const size_t item_size[NTYPES] = {2, 2, 4, 8};
+static const char *type_name[NTYPES] = {"float16", "bfloat16", "float32", "float64"};
+
+static fd_status forward(int type, const fd_params *p, const void *in, void *out, uint8_t *bits)
+{
+    switch (type) {
+    case F16: return fd_dropout_forward_f16(p, in, out, bits);
+    case BF16: return fd_dropout_forward_bf16(p, in, out, bits);
+    case F32: return fd_dropout_forward_f32(p, in, out, bits);
+    default: return fd_dropout_forward_f64(p, in, out, bits);
+    }
+}
+
+static fd_status backward(int type, const fd_params *p, const void *in, void *out,
+                          const uint8_t *bits)
+{
+    switch (type) {
+    case F16: return fd_dropout_backward_f16(p, in, out, bits);
+    case BF16: return fd_dropout_backward_bf16(p, in, out, bits);
+    case F32: return fd_dropout_backward_f32(p, in, out, bits);
+    default: return fd_dropout_backward_f64(p, in, out, bits);
+    }
+}
+
+/* Finite values of moderate size (no NaN, whose payloads the paths need not agree on). */
+static void fill_values(int type, buffer *b, int ndim, const ptrdiff_t *shape,
+                        const ptrdiff_t *strides);
+
+typedef struct fill_arg { buffer *b; int type; } fill_arg;
+
+static void fill_one(ptrdiff_t offset, uint64_t index, void *arg)
+{
+    (void)index;
+    fill_arg *f = arg;
+    unsigned char *at = f->b->origin + offset;
+    uint64_t r = next_random();
+    double v = ((double)(r >> 11) / 9007199254740992.0 - 0.5) * 8.0;
+    switch (f->type) {
+    case F16: {
+        uint16_t bits = (uint16_t)((r & 0x8000) | ((1 + (r >> 16) % 29) << 10) | ((r >> 32) & 0x3FF));
+        memcpy(at, &bits, 2);
+        break;
+    }
+    case BF16: {
+        uint16_t bits = (uint16_t)((r & 0x8000) | ((100 + (r >> 16) % 50) << 7) | ((r >> 32) & 0x7F));
+        memcpy(at, &bits, 2);
+        break;
+    }
+    case F32: {
+        float x = (float)v;
+        memcpy(at, &x, 4);
+        break;
+    }
+    default:
+        memcpy(at, &v, 8);
+    }
+}
+
+static void fill_values(int type, buffer *b, int ndim, const ptrdiff_t *shape,
+                        const ptrdiff_t *strides)
+{
+    fill_arg f = {b, type};
+    for_each(ndim, shape, strides, fill_one, &f);
+    buffer_arm(b);
+}
+
+/* Checks float32 / float64 outputs against the op and the independent decisions. */
+typedef struct value_arg {
+    int type;
+    const fd_params *p;
+    const unsigned char *in_origin;
+    const unsigned char *out_origin;
+    const ptrdiff_t *out_strides;
+    const char *where;
+} value_arg;
+
+static uint64_t mask_index(const fd_params *p, uint64_t index)
+{
+    /* C-order element index -> C-order index into the mask shape. */
+    uint64_t rest = index, j = 0, mult = 1;
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        uint64_t n = (uint64_t)p->shape[k];
+        uint64_t i = rest % n;
+        rest /= n;
+        if (!p->shared_axes[k]) {
+            j += i * mult;
+            mult *= n;
+        }
+    }
+    return j;
+}
+
+static void check_value(ptrdiff_t in_offset, uint64_t index, void *arg)
+{
+    value_arg *v = arg;
+    const fd_params *p = v->p;
+    /* The output element with the same index: recompute its offset from the out strides. */
+    uint64_t rest = index;
+    ptrdiff_t out_offset = 0;
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        out_offset += (ptrdiff_t)(rest % (uint64_t)p->shape[k]) * v->out_strides[k];
+        rest /= (uint64_t)p->shape[k];
+    }
+    int kept = p->keep_all || decision(p->seed, p->subsequence, p->start, p->threshold,
+                                       mask_index(p, index));
+    if (v->type == F32) {
+        float x, y, want;
+        memcpy(&x, v->in_origin + in_offset, 4);
+        memcpy(&y, v->out_origin + out_offset, 4);
+        if (kept) {
+            want = x * (float)p->scale;
+            if (p->affine)
+                want = want + (float)p->shift;
+        } else {
+            want = (float)p->dropped;
+        }
+        CHECK(memcmp(&y, &want, 4) == 0, "%s: element %llu is %a, want %a", v->where,
+              (unsigned long long)index, y, want);
+    } else {
+        double x, y, want;
+        memcpy(&x, v->in_origin + in_offset, 8);
+        memcpy(&y, v->out_origin + out_offset, 8);
+        if (kept) {
+            want = x * p->scale;
+            if (p->affine)
+                want = want + p->shift;
+        } else {
+            want = p->dropped;
+        }
+        CHECK(memcmp(&y, &want, 8) == 0, "%s: element %llu is %a, want %a", v->where,
+              (unsigned long long)index, y, want);
+    }
+}
+
+typedef struct outcome {
+    /* The bytes of every buffer after each step, to compare paths with each other. */
+    unsigned char *bytes;
+    size_t size;
+} outcome;
+
+static void outcome_add(outcome *o, const buffer *b)
+{
+    o->bytes = realloc(o->bytes, o->size + b->total + 1);
+    if (!o->bytes) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    memcpy(o->bytes + o->size, b->base, b->total);
+    o->size += b->total;
+}
+
+typedef struct layout_case {
+    int ndim;
+    ptrdiff_t shape[3];
+    ptrdiff_t in_items[3];   /* element strides of x, in items */
+    ptrdiff_t out_items[3];  /* element strides of out */
+    uint8_t shared[3];
+} layout_case;
+
+/* One case on the active path: every kernel, guards checked after each; the final bytes of
+ * every buffer appended to `o`.  The random generator is reset so that every path sees the same
+ * buffers. */
+static void run_case(int type, const layout_case *c, size_t guard, int threads, int affine,
+                     uint32_t threshold, int keep_all, const char *path, outcome *o)
+{
+    size_t item = item_size[type];
+    ptrdiff_t in_strides[3], out_strides[3];
+    for (int k = 0; k < c->ndim; k++) {
+        in_strides[k] = c->in_items[k] * (ptrdiff_t)item;
+        out_strides[k] = c->out_items[k] * (ptrdiff_t)item;
+    }
+    char where[256];
+    snprintf(where, sizeof where,
+             "%s %s ndim=%d shape=(%td,%td,%td) in=(%td,%td,%td) out=(%td,%td,%td) "
+             "shared=(%d,%d,%d) guard=%zu threads=%d affine=%d T=%u keep_all=%d",
+             path, type_name[type], c->ndim, c->shape[0], c->shape[1], c->shape[2],
+             c->in_items[0], c->in_items[1], c->in_items[2], c->out_items[0], c->out_items[1],
+             c->out_items[2], c->shared[0], c->shared[1], c->shared[2], guard, threads, affine,
+             threshold, keep_all);
+    rng_state = 0x1234567u + (uint64_t)c->shape[0] * 7919u + (uint64_t)type;
+
+    fd_params p;
+    memset(&p, 0, sizeof p);
+    p.seed = next_random();
+    p.subsequence = next_random() >> 1;
+    p.start = next_random() >> 20;
+    p.threshold = threshold;
+    p.keep_all = keep_all;
+    p.scale = type == F64 ? 1.0 / 0.6 : (double)(1.0f / 0.6f);
+    p.shift = affine ? (type == F64 ? 0.25 : (double)0.25f) : 0.0;
+    p.dropped = affine ? -1.5 : 0.0;
+    p.affine = affine;
+    p.ndim = c->ndim;
+    p.shape = c->shape;
+    p.in_strides = in_strides;
+    p.out_strides = out_strides;
+    p.shared_axes = c->shared;
+    p.num_threads = threads;
+
+    uint64_t mask_size = fd_mask_size(&p);
+    ptrdiff_t nbits = (ptrdiff_t)((mask_size + 7) / 8), one = 1;
+
+    buffer x = buffer_make(c->ndim, c->shape, in_strides, item, guard);
+    buffer y = buffer_make(c->ndim, c->shape, out_strides, item, guard);
+    buffer bits = buffer_make(1, &nbits, &one, 1, guard);
+    buffer gen = buffer_make(1, &nbits, &one, 1, guard);
+    fill_values(type, &x, c->ndim, c->shape, in_strides);
+
+    /* The mask alone. */
+    CHECK(fd_mask_generate(&p, gen.origin) == FD_OK, "%s: mask_generate refused", where);
+    CHECK(!buffer_overran(&gen, 0), "%s: mask_generate wrote outside its bytes", where);
+    for (uint64_t j = 0; j < mask_size; j++) {
+        int want = keep_all || decision(p.seed, p.subsequence, p.start, threshold, j);
+        int got = (gen.origin[j / 8] >> (j % 8)) & 1;
+        if (got != want) {
+            CHECK(0, "%s: decision %llu is %d, want %d", where, (unsigned long long)j, got, want);
+            break;
+        }
+    }
+    if (mask_size % 8)
+        CHECK((gen.origin[mask_size / 8] >> (mask_size % 8)) == 0,
+              "%s: unused high bits of the last mask byte are not zero", where);
+
+    /* Forward, storing the bits. */
+    CHECK(forward(type, &p, x.origin, y.origin, bits.origin) == FD_OK, "%s: forward", where);
+    CHECK(!buffer_overran(&x, 1), "%s: forward wrote into its input", where);
+    CHECK(!buffer_overran(&y, 0), "%s: forward wrote outside out", where);
+    CHECK(!buffer_overran(&bits, 0), "%s: forward wrote outside the bits", where);
+    CHECK(nbits == 0 || memcmp(bits.origin, gen.origin, (size_t)nbits) == 0,
+          "%s: stored bits differ from fd_mask_generate", where);
+    if (type == F32 || type == F64) {
+        value_arg v = {type, &p, x.origin, y.origin, out_strides, where};
+        for_each(c->ndim, c->shape, in_strides, check_value, &v);
+    }
+    outcome_add(o, &y);
+    outcome_add(o, &bits);
+
+    /* Forward without bits gives the same output. */
+    buffer y2 = buffer_make(c->ndim, c->shape, out_strides, item, guard);
+    CHECK(forward(type, &p, x.origin, y2.origin, NULL) == FD_OK, "%s: forward", where);
+    CHECK(!buffer_overran(&y2, 0), "%s: forward (no bits) wrote outside out", where);
+    outcome_add(o, &y2);
+
+    /* Backward from the stored bits and regenerated, into the same kind of buffer. */
+    buffer_arm(&bits);
+    buffer dx = buffer_make(c->ndim, c->shape, out_strides, item, guard);
+    CHECK(backward(type, &p, x.origin, dx.origin, bits.origin) == FD_OK, "%s: backward", where);
+    CHECK(!buffer_overran(&x, 1), "%s: backward wrote into dy", where);
+    CHECK(!buffer_overran(&bits, 1), "%s: backward wrote into the bits", where);
+    CHECK(!buffer_overran(&dx, 0), "%s: backward wrote outside out", where);
+    outcome_add(o, &dx);
+    buffer dx2 = buffer_make(c->ndim, c->shape, out_strides, item, guard);
+    CHECK(backward(type, &p, x.origin, dx2.origin, NULL) == FD_OK, "%s: backward", where);
+    CHECK(!buffer_overran(&dx2, 0), "%s: regenerated backward wrote outside out", where);
+    outcome_add(o, &dx2);
+
+    /* In place (in and out the same array, so the same strides). */
+    p.out_strides = in_strides;
+    CHECK(forward(type, &p, x.origin, x.origin, NULL) == FD_OK, "%s: in-place forward", where);
+    CHECK(!buffer_overran(&x, 0), "%s: in-place forward wrote outside the array", where);
+    outcome_add(o, &x);
+    buffer_arm(&x);
+    CHECK(backward(type, &p, x.origin, x.origin, NULL) == FD_OK, "%s: in-place backward", where);
+    CHECK(!buffer_overran(&x, 0), "%s: in-place backward wrote outside the array", where);
+    outcome_add(o, &x);
+
+    buffer_free(&x);
+    buffer_free(&y);
+    buffer_free(&y2);
+    buffer_free(&bits);
+    buffer_free(&gen);
+    buffer_free(&dx);
+    buffer_free(&dx2);
+}
+
+/* Runs a case on every supported path and compares each path's bytes with the scalar path's. */
+static void run_all_paths(int type, const layout_case *c, size_t guard, int threads, int affine,
+                          uint32_t threshold, int keep_all)
+{
+    outcome scalar = {NULL, 0};
+    for (int path = FD_SIMD_SCALAR; path <= FD_SIMD_AVX512; path++) {
+        if (!fd_simd_supported((fd_simd)path))
+            continue;
+        CHECK(fd_simd_select((fd_simd)path) == FD_OK, "select %d", path);
+        outcome o = {NULL, 0};
+        run_case(type, c, guard, threads, affine, threshold, keep_all, fd_simd_name((fd_simd)path),
+                 &o);
+        if (path == FD_SIMD_SCALAR) {
+            scalar = o;
+        } else {
+            CHECK(o.size == scalar.size && memcmp(o.bytes, scalar.bytes, o.size) == 0,
+                  "%s %s: bytes differ from the scalar path (shape %td,%td,%td)",
+                  fd_simd_name((fd_simd)path), type_name[type], c->shape[0], c->shape[1],
+                  c->shape[2]);
+            free(o.bytes);
+        }
+    }
+    free(scalar.bytes);
+}
+
+static void test_kernels(int max_threads)
+{
+    static const ptrdiff_t sizes[] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13,
+                                      14, 15, 16, 17, 18, 19, 20, 23, 24, 25, 31, 32, 33, 39,
+                                      40, 41, 47, 48, 49, 63, 64, 65, 127, 129, 255, 257, 1031};
+    static const uint32_t thresholds[] = {0x9999999Au, 0x00000001u, 0xFFFFFFFFu, 0x80008000u};
+    const int nsizes = (int)(sizeof sizes / sizeof sizes[0]);
+    for (int type = 0; type < NTYPES; type++) {
+        for (int s = 0; s < nsizes; s++) {
+            ptrdiff_t n = sizes[s];
+            ptrdiff_t rows = n / 7 > 0 ? n / 7 : 1, cols = n / rows;
+            layout_case cases[] = {
+                {1, {n, 1, 1}, {1, 0, 0}, {1, 0, 0}, {0, 0, 0}},
+                {1, {n, 1, 1}, {3, 0, 0}, {-1, 0, 0}, {0, 0, 0}},
+                {1, {n, 1, 1}, {-2, 0, 0}, {5, 0, 0}, {0, 0, 0}},
+                {2, {rows, cols, 1}, {1, rows, 0}, {cols, 1, 0}, {0, 0, 0}},
+                {2, {rows, cols, 1}, {cols + 3, 1, 0}, {-cols, 1, 0}, {1, 0, 0}},
+                {2, {rows, cols, 1}, {-(2 * cols + 1), 2, 0}, {1, rows, 0}, {0, 1, 0}},
+                {3, {2, rows, cols}, {rows * cols, cols, 1}, {1, 2, 2 * rows}, {1, 0, 1}},
+                {3, {3, cols, 2}, {-1, 3 * 2, 3}, {2 * cols, 2, 1}, {0, 1, 0}},
+            };
+            for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+                int affine = (int)((s + k) % 2);
+                uint32_t threshold = thresholds[(s + k + (size_t)type) % 4];
+                run_all_paths(type, &cases[k], 64, 1, affine, threshold, 0);
+                run_all_paths(type, &cases[k], 0, 1, affine, threshold, (s + k) % 11 == 0);
+            }
+        }
+        /* Past the parallel threshold (65536 elements), odd strides, a tail, several threads. */
+        for (int threads = 1; threads <= max_threads; threads += 2) {
+            layout_case big = {2, {3, 23459, 1}, {-(23459 * 2 + 1), 2, 0}, {1, 3, 0}, {0, 0, 0}};
+            run_all_paths(type, &big, 64, threads, type % 2, 0x9999999Au, 0);
+            layout_case shared = {2, {70001, 3, 1}, {3, 1, 0}, {3, 1, 0}, {0, 1, 0}};
+            run_all_paths(type, &shared, 0, threads, 0, 0x40000000u, 0);
+        }
+    }
+}
+
+int main(void)
+{
+    test_known_answers();
+    int max_threads = fd_openmp_enabled() ? 3 : 1;
+    test_kernels(max_threads);
+    int paths = 0;
+    for (int path = FD_SIMD_SCALAR; path <= FD_SIMD_AVX512; path++)
+        if (fd_simd_supported((fd_simd)path)) {
+            printf("path %s\n", fd_simd_name((fd_simd)path));
+            paths++;
+        }
+    printf("%ld checks, %ld failures, %d SIMD paths, OpenMP %s\n", checks, failures, paths,
+           fd_openmp_enabled() ? "on" : "off");
+    return failures ? 1 : 0;
+}
