@@ -473,16 +473,25 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
 
     size = math.prod(mask_shape(shape, axes)) if axes else cnp.PyArray_SIZE(array)
     blocks = blocks_for(size)
+    # Refuse a call the stream cannot serve before allocating anything (its output could be far
+    # larger than memory); stream.reserve below checks again, atomically.
+    if seed is not None:
+        if blocks > BLOCK_LIMIT:
+            raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
+    else:
+        stream = stream if stream is not None else DEFAULT_STREAM
+        left = BLOCK_LIMIT - stream.position
+        if blocks > left:
+            raise OverflowError(
+                f"the stream (seed={stream.seed}, subsequence={stream.subsequence}) has {left} "
+                f"blocks left, the call needs {blocks}; use another subsequence or seed")
     # Allocate before the stream moves: a call that fails for want of memory leaves it in place.
     bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
     if out is None and q < 1.0:
         out = np.empty_like(array)
     if seed is not None:
-        if blocks > BLOCK_LIMIT:
-            raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
         subsequence, start = 0, 0
     else:
-        stream = stream if stream is not None else DEFAULT_STREAM
         start = stream.reserve(blocks)
         seed, subsequence = stream.seed, stream.subsequence
     mask = DropoutMask(shape, axes, q, mode, True, seed, subsequence, start, bits)
