@@ -91,3 +91,59 @@ def test_kernels_optimised_build(tmp_path):
     exe, error = _build(tmp_path, "test_kernels_o3", ["-O3", "-Wall", "-Wextra"])
     assert exe is not None, error
     print(_run(exe, {}).strip().splitlines()[-1])
+
+
+VALGRIND_SCRIPT = """
+import numpy as np, fastdrop
+x = np.linspace(-1, 1, 1003, dtype=np.float32).reshape(17, 59)
+s = fastdrop.Stream(1)
+for i in range(100):
+    y, m = fastdrop.dropout(x, 0.5, stream=s, store="bits" if i % 2 else "seed",
+                            shared_axes=0 if i % 3 == 0 else None)
+    fastdrop.dropout_backward(y, m)
+    fastdrop.dropout_backward(x[:, ::-2].astype(np.float64), fastdrop.dropout(x[:, ::-2], 0.3)[1])
+"""
+
+
+def _fastdrop_findings(log: str):
+    """The valgrind error and definitely-lost records with a frame in fastdrop's extension (the
+    interpreter's and NumPy's own records, e.g. glibc's word-wise strncmp, are not ours)."""
+    records, current = [], []
+    for line in log.splitlines():
+        body = line.split("== ", 1)[1] if "== " in line else ""
+        if not body.strip():
+            if current:
+                records.append(current)
+            current = []
+        else:
+            current.append(body)
+    if current:
+        records.append(current)
+    ours = ("_core.cpython", "fd_dropout", "fd_kernels", "fd_mask", "/fastdrop/")
+    return ["\n".join(r) for r in records
+            if any(word in r[0] for word in ("Invalid", "uninitialised", "definitely lost",
+                                             "Mismatched", "overlap", "Syscall param"))
+            and any(tag in frame for frame in r for tag in ours)]
+
+
+def test_extension_under_valgrind(tmp_path):
+    """Optional: the compiled extension under valgrind --leak-check=full on a small Python run
+    (every SIMD path the machine has in turn is not needed: valgrind emulates the CPU, so the
+    scalar path is run).  No error or definite leak may have a frame in fastdrop.  Skipped where
+    valgrind is not installed (it is not on the CI machine)."""
+    import fastdrop
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.skip("valgrind is not installed")
+    script = tmp_path / "run.py"
+    script.write_text(VALGRIND_SCRIPT)
+    env = dict(os.environ, PYTHONMALLOC="malloc", FASTDROP_SIMD="scalar",
+               PYTHONPATH=str(pathlib.Path(fastdrop.__file__).resolve().parents[1]))
+    result = subprocess.run([valgrind, "--leak-check=full", "--show-leak-kinds=definite",
+                             "--num-callers=30", sys.executable, str(script)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "ERROR SUMMARY" in result.stderr, result.stderr[-4000:]
+    findings = _fastdrop_findings(result.stderr)
+    assert not findings, "\n\n".join(findings[:5])
