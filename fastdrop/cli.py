@@ -1,5 +1,6 @@
-"""The ``fastdrop`` command line: ``bench`` (time dropout against its baselines) and ``info``
-(the build, the threads and the machine)."""
+"""The ``fastdrop`` command line: ``bench`` (time dropout against its baselines), ``info``
+(the build, the threads and the machine) and ``explain`` (the inverted-dropout questions of the
+seed thread, answered by live experiments)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ import sys
 from typing import Optional, Sequence, TextIO
 
 import fastdrop
-from fastdrop import bench
+from fastdrop import bench, explain
 
 BAR_WIDTH = 20
 
@@ -55,14 +56,31 @@ def _json_path(text: str) -> str:
     return text
 
 
-def _plot_path(text: str) -> str:
-    """A PNG path for ``--plot``: checked, with matplotlib's presence, before the benchmark runs."""
-    path = _json_path(text)
+def _require_matplotlib() -> None:
+    """Refuse a ``--plot`` option, at parse time, where matplotlib cannot draw."""
     missing = bench.plot_available()
     if missing is not None:
         raise argparse.ArgumentTypeError(
             f"{missing}; --plot needs matplotlib: {bench.PLOT_INSTALL_HINT}")
+
+
+def _plot_path(text: str) -> str:
+    """A PNG path for ``--plot``: checked, with matplotlib's presence, before the benchmark runs."""
+    path = _json_path(text)
+    _require_matplotlib()
     return path
+
+
+def _plot_directory(text: str) -> str:
+    """A directory for ``explain --plot``: its parent must exist, and matplotlib must import,
+    both checked before the experiments run."""
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"directory {parent!r} does not exist")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    _require_matplotlib()
+    return text
 
 
 def progress_bar(stream: TextIO) -> bench.Progress:
@@ -134,6 +152,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Run the experiments of `fastdrop.explain`, print them in words, draw them to ``--plot``."""
+    report = explain.run(quick=args.quick)
+    print(explain.format_report(report))
+    if args.plot is not None:
+        paths = explain.plot(report, args.plot)
+        print(f"\nplots written to {args.plot}: "
+              + ", ".join(os.path.basename(path) for path in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastdrop`` command.
 
@@ -181,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions, build, threads and CPU",
                                description="Print fastdrop's build and the machine it runs on.")
     info.set_defaults(handler=cmd_info)
+
+    why = commands.add_parser(
+        "explain", help="why inverted dropout divides by keep_prob, answered by experiments",
+        description="Answer the seed thread's questions about inverted dropout with small "
+                    "experiments run live on fastdrop: why divide by keep_prob, the expected "
+                    "output, per-sample against shared masks, the paper's classic dropout "
+                    "against inverted dropout, regularisation and Monte-Carlo dropout.")
+    why.add_argument("--plot", type=_plot_directory, metavar="DIR",
+                     help="also draw the experiments as PNG files in DIR (created if missing; "
+                          f"needs matplotlib: {bench.PLOT_INSTALL_HINT})")
+    why.add_argument("--quick", action="store_true",
+                     help="train the networks for fewer steps (a few seconds instead of about "
+                          "ten); the conclusions hold either way")
+    why.set_defaults(handler=cmd_explain)
     return parser
 
 

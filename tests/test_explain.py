@@ -1,0 +1,274 @@
+"""``fastdrop explain``: the experiments' numbers (fastdrop.explain) and the command that prints
+them.  Training experiments run with ``quick=True``; their assertions hold at that length."""
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+import fastdrop
+from fastdrop import explain
+from fastdrop.cli import build_parser, main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+Q = explain.KEEP_PROB
+
+
+@pytest.fixture(scope="module")
+def quick_report():
+    """Every experiment once, with the short training: shared by the tests below (a few
+    seconds in all)."""
+    return explain.run(quick=True)
+
+
+# 1. Why divide by keep_prob ------------------------------------------------------------------
+
+def test_the_threads_matrix_and_norms():
+    np.random.seed(42)
+    A = np.random.randn(3, 4)  # exactly as in the thread
+    assert np.array_equal(explain.thread_matrix(), A)
+    result = explain.why_divide()
+    assert result.keep_prob == 0.8
+    assert result.norm_A == 2.672810732482017
+    assert result.norm_scaled == 3.3410134156025215
+    assert result.quotients[42.0] == 52.5
+    assert result.quotients[-0.573] == pytest.approx(-0.71625, rel=1e-15)
+    assert abs(result.quotients[-0.573]) > 0.573
+    for norm, product in result.scalars.values():  # ||m A|| = |m| ||A||
+        assert norm == pytest.approx(product, rel=1e-14)
+    assert result.scalars[1.25][0] == pytest.approx(3.3410134156025215, rel=1e-15)
+
+
+def test_one_dropout_mask_scales_the_kept_units_by_one_over_keep_prob():
+    result = explain.why_divide()
+    kept = result.dropped != 0
+    assert 0 < result.kept == np.count_nonzero(kept) < result.A.size
+    assert result.kept_ratio == 1.25
+    assert np.array_equal(result.dropped[kept], result.A[kept] * 1.25)
+    assert result.norm_dropped == pytest.approx(result.norm_dropped_unscaled / Q, rel=1e-14)
+
+
+# 2. Expected output ----------------------------------------------------------------------------
+
+def test_the_average_converges_to_A_like_one_over_sqrt_n():
+    """A single run over 12 units: for this seed both fitted slopes lie in [-0.65, -0.35]
+    (over 200 seeds, about 93 % of max-error slopes and 97 % of RMS slopes do)."""
+    result = explain.expectation()
+    assert result.counts == (10, 100, 1000, 10000)
+    assert -0.65 <= result.slope <= -0.35
+    assert -0.65 <= result.rms_slope <= -0.35
+    assert result.max_error[-1] < result.max_error[0] / 10  # three decades: ideally / 31.6
+    for measured, predicted in zip(result.rms_error, result.rms_predicted):
+        assert predicted / 2.5 < measured < predicted * 2.5
+    assert result.max_error[-1] < 0.05
+
+
+def test_without_the_factor_the_average_tends_to_keep_prob_times_A():
+    result = explain.expectation()
+    assert result.ratio_unscaled == pytest.approx(Q, abs=0.01)
+    assert result.max_error_unscaled[-1] < 0.03
+    assert result.max_error_unscaled_to_A > 0.2  # far from A itself
+
+
+def test_the_squared_norm_grows_by_one_over_keep_prob():
+    result = explain.expectation()
+    assert result.squared_norm_ratio == pytest.approx(1 / Q, rel=0.01)
+    assert result.squared_norm_ratio_unscaled == pytest.approx(Q, rel=0.01)
+    assert 1 < result.norm_ratio < 1 / Q  # Jensen: E||y|| < sqrt(E||y||^2)
+
+
+# 3. Masks ----------------------------------------------------------------------------------------
+
+def test_shared_mask_rows_are_equal_and_per_sample_rows_differ():
+    result = explain.mask_sharing()
+    for mask in (result.per_sample, result.shared):
+        assert mask.shape == (6, 10)
+        assert set(np.unique(mask).tolist()) == {0, 1}
+    assert all(np.array_equal(row, result.shared[0]) for row in result.shared)
+    assert result.distinct_rows_shared == 1
+    assert result.distinct_rows_per_sample > 1
+    assert not all(np.array_equal(row, result.per_sample[0]) for row in result.per_sample)
+    assert (result.decisions_per_sample, result.decisions_shared) == (60, 10)
+
+
+# 4. Classic against inverted -------------------------------------------------------------------
+
+def test_classic_and_inverted_with_lr_times_q_squared_give_the_same_predictions(quick_report):
+    result = quick_report.classic_vs_inverted
+    assert result.keep_prob == Q and result.iterations > 0
+    assert result.max_prediction_difference < 1e-6
+    assert result.max_weight_difference < 1e-9
+    assert result.accuracy_classic == result.accuracy_inverted
+    assert result.final_loss_inverted == pytest.approx(result.final_loss_classic, rel=1e-9)
+    assert result.accuracy_classic > 0.85  # it did learn
+
+
+def test_with_equal_learning_rates_they_differ(quick_report):
+    result = quick_report.classic_vs_inverted
+    assert result.max_prediction_difference_equal_lr > 1e-2
+    assert result.final_loss_inverted_equal_lr != pytest.approx(result.final_loss_classic,
+                                                                rel=1e-3)
+
+
+def test_the_gradient_of_the_weights_after_dropout_is_one_over_q_times_larger():
+    """The derivation in classic_vs_inverted's docstring, one step at a time: from W' = q W,
+    one step at lr leaves W' - q W = q lr (1 - 1/q**2) dL/dW, and lr q**2 leaves 0."""
+    X, Y = explain.make_moons(40, 0.2, 0)
+    sizes = (2, 8, 6, 1)
+    classic = explain.MLP(sizes, 1, keep_prob=Q, mode="classic", mask_seed=2)
+    start = {name: value.copy() for name, value in classic.params.items()}
+    classic.step(X, Y, lr=1.0)
+    for dropped_lr, equal in ((Q ** 2, True), (1.0, False)):
+        inverted = explain.MLP(sizes, 1, keep_prob=Q, mode="inverted",
+                               mask_seed=2).scale_dropped_weights(Q)
+        inverted.step(X, Y, lr=1.0, dropped_lr=dropped_lr)
+        for name in ("W1", "b1", "b2", "b3"):  # same gradients, same rate
+            np.testing.assert_allclose(inverted.params[name], classic.params[name], atol=1e-12)
+        for name in inverted.dropped_weights:
+            assert np.allclose(inverted.params[name], Q * classic.params[name],
+                               atol=1e-12) == equal
+            if not equal:
+                grad_classic = start[name] - classic.params[name]
+                np.testing.assert_allclose(Q * start[name] - inverted.params[name],
+                                           grad_classic / Q, atol=1e-12)
+
+
+def test_classic_test_time_weight_scaling_is_fastdrops_classic_evaluation_mode():
+    """The paper scales the weights after dropout by q at test time; fastdrop's classic mode
+    scales the activations by q in evaluation instead: W (q a) = (q W) a."""
+    X, _ = explain.make_moons(30, 0.2, 0)
+    net = explain.MLP((2, 8, 6, 1), 3, keep_prob=Q, mode="classic")
+    A = X
+    for layer in (1, 2):
+        Z = net.params[f"W{layer}"] @ A + net.params[f"b{layer}"]
+        A, _ = fastdrop.dropout(np.maximum(Z, 0), Q, training=False, mode="classic")
+    Z = net.params["W3"] @ A + net.params["b3"]
+    np.testing.assert_allclose(net.predict_proba(X), 1 / (1 + np.exp(-Z)), rtol=1e-12)
+
+
+def test_classic_and_inverted_networks_draw_the_same_masks():
+    x = np.abs(np.random.default_rng(0).normal(size=(5, 7))) + 0.1
+    masks = []
+    for mode in ("classic", "inverted"):
+        net = explain.MLP((2, 5, 3, 1), 0, keep_prob=0.5, mode=mode, mask_seed=9)
+        y, _ = fastdrop.dropout(x, 0.5, mode=mode, stream=net.streams[0])
+        masks.append(y != 0)
+    assert np.array_equal(*masks)
+
+
+# 5. Regularisation ------------------------------------------------------------------------------
+
+def test_dropout_narrows_the_train_test_gap(quick_report):
+    result = quick_report.regularisation
+    assert result.gap_with < result.gap_without
+    assert result.gap_without > 0.1  # the setup does overfit
+    assert result.train_accuracy_without > result.train_accuracy_with  # fits the noise less
+    assert result.test_accuracy_with > result.test_accuracy_without
+
+
+# 6. Monte-Carlo dropout ---------------------------------------------------------------------
+
+def test_test_time_is_deterministic_and_monte_carlo_dropout_is_not(quick_report):
+    result = quick_report.monte_carlo
+    assert result.deterministic_repeatable
+    assert result.deterministic_std == 0.0
+    assert result.mean_std > 0 and result.max_std > 0
+    assert result.mean_std_uncertain > result.mean_std_confident
+    net = quick_report.regularisation.with_dropout
+    X = quick_report.regularisation.X_test[:, :50]
+    positions = [stream.position for stream in net.streams]
+    assert np.array_equal(net.predict_proba(X), net.predict_proba(X))
+    assert [stream.position for stream in net.streams] == positions  # nothing drawn
+    assert not np.array_equal(net.predict_proba(X, mc=True), net.predict_proba(X, mc=True))
+
+
+def test_experiments_are_deterministic():
+    first, second = explain.expectation(), explain.expectation()
+    assert first == second
+    a, b = explain.mask_sharing(), explain.mask_sharing()
+    assert np.array_equal(a.per_sample, b.per_sample) and np.array_equal(a.shared, b.shared)
+    assert np.array_equal(explain.why_divide().dropped, explain.why_divide().dropped)
+
+
+# The report and the command ---------------------------------------------------------------------
+
+def test_format_report_has_every_section_and_the_numbers(quick_report):
+    text = explain.format_report(quick_report)
+    positions = [text.index(title) for title in explain.SECTIONS]
+    assert positions == sorted(positions)
+    for number in ("2.672810732482017", "3.3410134156025215", "52.5", "-0.71625", "1.25"):
+        assert number in text
+    assert max(len(line) for line in text.splitlines()) <= explain.WIDTH
+
+
+@pytest.fixture
+def cached_run(monkeypatch, quick_report):
+    """`explain.run` returning the module's quick report, recording the `quick` it was given."""
+    calls = []
+
+    def run(quick=False):
+        calls.append(quick)
+        return quick_report
+
+    monkeypatch.setattr(explain, "run", run)
+    return calls
+
+
+def test_cli_explain_prints_each_section(cached_run, capsys):
+    assert main(["explain", "--quick"]) == 0
+    assert cached_run == [True]
+    out = capsys.readouterr().out
+    assert out == explain.format_report(explain.run(quick=True)) + "\n"
+    for title in explain.SECTIONS:
+        assert title in out
+
+
+def test_cli_explain_defaults():
+    options = build_parser().parse_args(["explain"])
+    assert options.quick is False and options.plot is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason='matplotlib is not installed (pip install "fastdrop[plot]")')
+def test_cli_explain_plot_writes_pngs(cached_run, tmp_path, capsys):
+    directory = tmp_path / "figures"
+    assert main(["explain", "--plot", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert f"plots written to {directory}" in out
+    names = ("expectation.png", "masks.png", "regularisation.png", "monte_carlo.png")
+    for name in names:
+        data = (directory / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5_000
+
+
+def test_cli_explain_plot_without_matplotlib_fails_before_the_experiments(
+        cached_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--plot", str(tmp_path / "figures")])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--plot" in err and 'pip install "fastdrop[plot]"' in err
+    assert cached_run == [] and not (tmp_path / "figures").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "--plot", "/nonexistent-dir/figures"], "--plot"),
+    (["explain", "--no-such-option"], "unrecognized arguments"),
+])
+def test_cli_explain_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+
+
+def test_cli_explain_plot_refuses_a_file(cached_run, tmp_path, capsys):
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--plot", str(path)])
+    assert exit_info.value.code == 2
+    assert "is not a directory" in capsys.readouterr().err and cached_run == []
