@@ -480,11 +480,7 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
             raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
     else:
         stream = stream if stream is not None else DEFAULT_STREAM
-        left = BLOCK_LIMIT - stream.position
-        if blocks > left:
-            raise OverflowError(
-                f"the stream (seed={stream.seed}, subsequence={stream.subsequence}) has {left} "
-                f"blocks left, the call needs {blocks}; use another subsequence or seed")
+        stream.check_room(blocks)
     # Allocate before the stream moves: a call that fails for want of memory leaves it in place.
     bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
     if out is None and q < 1.0:

@@ -101,20 +101,24 @@ class Stream:
         """The next block a call will use."""
         return self._position
 
+    def check_room(self, blocks: int) -> None:
+        """Raises OverflowError when `blocks` more blocks would run past the last block of the
+        subsequence (2**64 - 1)."""
+        left = BLOCK_LIMIT - self._position
+        if blocks > left:
+            raise OverflowError(
+                f"the stream (seed={self._seed}, subsequence={self._subsequence}) has {left} "
+                f"blocks left, the call needs {blocks}; use another subsequence or seed")
+
     def reserve(self, blocks: int) -> int:
         """Reserves `blocks` consecutive blocks and returns the first.
 
         Raises OverflowError, leaving the stream unchanged, when they would run past the last
-        block of the subsequence (2**64 - 1).
+        block of the subsequence (see `check_room`).
         """
         with self._lock:
+            self.check_room(blocks)
             start = self._position
-            if start + blocks > BLOCK_LIMIT:
-                raise OverflowError(
-                    f"the stream (seed={self._seed}, subsequence={self._subsequence}) has "
-                    f"{BLOCK_LIMIT - start} blocks left, the call needs {blocks}; "
-                    "use another subsequence or seed"
-                )
             self._position = start + blocks
             return start
 
