@@ -220,8 +220,12 @@ def _check_unchanged(guards):
             "a refused call wrote into an array"
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=False,
-          suppress_health_check=list(HealthCheck), print_blob=True)
+# This test's own profile (the suite's "ci" profile keeps the other property tests quick).
+settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                          suppress_health_check=list(HealthCheck), print_blob=True)
+
+
+@settings(settings.get_profile("fuzz"))
 @given(target=st.sampled_from(["dropout", "dropout", "backward", "backward", "layer"]),
        dtype=dtypes, shape=shapes, layout=layouts, out_kind=out_kinds,
        dy_dtype=dtypes, mask_shape_differs=st.booleans(),
