@@ -289,6 +289,19 @@ def expected_passthrough(kwargs: dict) -> bool:
     return q == 1.0
 
 
+def call_options(draw, ndim, **extra):
+    """The keyword arguments of a dropout call, drawn: keep_prob, mode, store, shared_axes and
+    training (mostly training), plus `extra`."""
+    return dict(
+        keep_prob=draw(keep_probs, label="keep_prob"),
+        mode=draw(st.sampled_from(MODES), label="mode"),
+        store=draw(st.sampled_from(["seed", "bits"]), label="store"),
+        shared_axes=draw(shared_axes_for(ndim), label="shared_axes"),
+        training=draw(st.sampled_from([True, True, True, False]), label="training"),
+        **extra,
+    )
+
+
 @given(data=st.data())
 @USES_FIXTURE_MORE_EXAMPLES
 def test_forward_matches_reference(data, restore_threads):
@@ -302,13 +315,7 @@ def test_forward_matches_reference(data, restore_threads):
     if out_mode == "out":
         out_recipe = draw(recipes(shape=x_recipe.shape, dtype=x_recipe.dtype, writeable=True),
                           label="out")
-    kwargs = dict(
-        keep_prob=draw(keep_probs, label="keep_prob"),
-        mode=draw(st.sampled_from(MODES), label="mode"),
-        store=draw(st.sampled_from(["seed", "bits"]), label="store"),
-        shared_axes=draw(shared_axes_for(len(x_recipe.shape)), label="shared_axes"),
-        training=draw(st.sampled_from([True, True, True, False]), label="training"),
-    )
+    kwargs = call_options(draw, len(x_recipe.shape))
     if draw(st.booleans(), label="use_seed"):
         kwargs["seed"] = draw(seeds, label="seed")
     else:
@@ -411,14 +418,7 @@ def test_backward_matches_reference(data, restore_threads):
     draw = data.draw
     fastdrop.set_num_threads(draw(st.integers(1, 4), label="threads"))
     x_recipe = draw(recipes(), label="x")
-    kwargs = dict(
-        keep_prob=draw(keep_probs, label="keep_prob"),
-        mode=draw(st.sampled_from(MODES), label="mode"),
-        store=draw(st.sampled_from(["seed", "bits"]), label="store"),
-        shared_axes=draw(shared_axes_for(len(x_recipe.shape)), label="shared_axes"),
-        training=draw(st.sampled_from([True, True, True, False]), label="training"),
-        seed=draw(seeds, label="seed"),
-    )
+    kwargs = call_options(draw, len(x_recipe.shape), seed=draw(seeds, label="seed"))
     _, _, mask_f = run_forward(x_recipe, kwargs, "new")[:3]
     mask_r = copy.deepcopy(mask_f)
     out_mode = draw(st.sampled_from(["new", "inplace", "out"]), label="out_mode")
