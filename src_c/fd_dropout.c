@@ -374,8 +374,12 @@ static void run_tile(const call *c, uint64_t j0, uint64_t count)
     }
 }
 
-static fd_status check_params(const fd_params *p, const layout *L)
+/* Checks the parameters and reduces the array to its layout: the prologue of every entry point. */
+static fd_status prepare(const fd_params *p, layout *L)
 {
+    if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
+        return FD_ERR_NDIM;
+    layout_build(p, L);
     if (!p->keep_all && p->threshold == 0)
         return FD_ERR_THRESHOLD;
     uint64_t blocks = (L->mask_size + 7) / 8;
@@ -425,10 +429,7 @@ static void call_tile(const void *ctx, int64_t t)
 static fd_status run(call *c)
 {
     const fd_params *p = c->p;
-    if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
-        return FD_ERR_NDIM;
-    layout_build(p, &c->L);
-    fd_status status = check_params(p, &c->L);
+    fd_status status = prepare(p, &c->L);
     if (status != FD_OK)
         return status;
     if (c->L.elements == 0) {
@@ -472,11 +473,8 @@ static void generate_tile(const void *ctx, int64_t t)
 
 fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
 {
-    if (p->ndim < 0 || p->ndim > FD_MAX_NDIM)
-        return FD_ERR_NDIM;
     layout L;
-    layout_build(p, &L);
-    fd_status status = check_params(p, &L);
+    fd_status status = prepare(p, &L);
     if (status != FD_OK)
         return status;
     generate g = {p, kernels_for(fd_simd_active()), L.mask_size, bits};
