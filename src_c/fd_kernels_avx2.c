@@ -121,12 +121,15 @@ FD_AVX2 static inline void decide8(const fd_params *p, uint64_t j_first, const _
     memcpy(bytes, all, (size_t)count);
 }
 
-FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits)
+FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
+                                fd_prefetch *ahead)
 {
     philox8_keys keys;
     philox8_keys_init(&keys, p->seed);
     uint64_t first = p->start + j0 / 8;
+    fd_prefetch_plan(ahead, (nbytes + 15) / 16);
     for (uint64_t b = 0; b < nbytes; b += 16) {
+        fd_prefetch_step(ahead);
         __m256i x[2][4];
         philox8x2(&keys, first + b, p->subsequence, x);
         for (uint64_t g = 0; g < 2 && b + 8 * g < nbytes; g++) {

@@ -65,15 +65,17 @@ FD_AVX512 static inline void philox16(const philox16_keys *keys, uint64_t first,
 }
 
 FD_AVX512 static void decide_avx512(const fd_params *p, uint64_t j0, uint64_t nbytes,
-                                    uint8_t *bits)
+                                    uint8_t *bits, fd_prefetch *ahead)
 {
     philox16_keys keys;
     philox16_keys_init(&keys, p->seed);
+    fd_prefetch_plan(ahead, (nbytes + 15) / 16);
     const __m512i t_hi = _mm512_set1_epi16((short)(p->threshold >> 16));
     /* Byte i of mask k is block 4 i + k (see below); this gathers the bytes in block order. */
     const __m128i block_order = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     uint64_t first = p->start + j0 / 8;
     for (uint64_t b = 0; b < nbytes; b += 16) {
+        fd_prefetch_step(ahead);
         __m512i x[4];
         philox16(&keys, first + b, p->subsequence, x);
         /* Transpose within 128-bit lanes so that the 16-bit lanes are halves in decision

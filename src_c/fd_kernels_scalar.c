@@ -36,11 +36,14 @@ uint8_t fd_block_decide(const fd_params *p, uint64_t j_block, const uint32_t wor
     return (uint8_t)byte;
 }
 
-static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits)
+static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
+                          fd_prefetch *ahead)
 {
     fd_philox_key key = fd_philox_key_from_seed(p->seed);
     uint32_t t_hi = p->threshold >> 16;
+    fd_prefetch_plan(ahead, nbytes);
     for (uint64_t b = 0; b < nbytes; b++) {
+        fd_prefetch_step(ahead);
         uint64_t j_block = j0 + 8 * b;
         uint32_t words[4];
         fd_philox_block(fd_philox_counter_make(p->start + j_block / 8, p->subsequence), key, words);
