@@ -140,19 +140,20 @@ FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes
     }
 }
 
-/* Lane i keeps iff bit i of the byte is set: broadcast the byte, isolate bit i, compare. */
-FD_AVX2 static inline __m256 keep8(unsigned byte)
+/* The keep masks of the bodies come from the decision bits by one variable shift each: a word of
+ * packed decisions is broadcast to every lane, and lane i shifts its bit into the sign bit, the
+ * only bit blendv reads.  Stepping to the next lanes' bits is one more shift of the broadcast
+ * word.  Four bytes (32 floats) or eight (32 doubles) per broadcast. */
+FD_AVX2 static inline __m256 keep_signs8(__m256i word)
 {
-    const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    __m256i lanes = _mm256_and_si256(_mm256_set1_epi32((int)byte), select);
-    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(lanes, select));
+    const __m256i to_sign = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+    return _mm256_castsi256_ps(_mm256_sllv_epi32(word, to_sign));
 }
 
-FD_AVX2 static inline __m256d keep4(unsigned nibble)
+FD_AVX2 static inline __m256d keep_signs4(__m256i word)
 {
-    const __m256i select = _mm256_setr_epi64x(1, 2, 4, 8);
-    __m256i lanes = _mm256_and_si256(_mm256_set1_epi64x((long long)nibble), select);
-    return _mm256_castsi256_pd(_mm256_cmpeq_epi64(lanes, select));
+    const __m256i to_sign = _mm256_setr_epi64x(63, 62, 61, 60);
+    return _mm256_castsi256_pd(_mm256_sllv_epi64(word, to_sign));
 }
 
 /* Eight elements to and from float32 lanes, for each storage type computed in float32. */
@@ -198,6 +199,16 @@ FD_AVX2 static inline void store8_bf16(char *out, __m256 v)
     _mm_storeu_si128((__m128i *)out, _mm256_castsi256_si128(packed));
 }
 
+/* Up to `n` bytes of decisions as one little-endian word: bit i governs element i.  A byte loop,
+ * not memcpy, so that the compiler sees a fixed-size load in the full-word case. */
+static inline uint64_t fd_load_bits(const uint8_t *bytes, size_t n)
+{
+    uint64_t word = 0;
+    for (size_t i = 0; i < n; i++)
+        word |= (uint64_t)bytes[i] << (8 * i);
+    return word;
+}
+
 #define FD_AVX2_BODY(suffix, storage)                                                          \
     FD_AVX2 static void body_##suffix##_avx2(const char *in, char *out, size_t nbytes,         \
                                              const uint8_t *bytes, const fd_params *p)         \
@@ -206,11 +217,16 @@ FD_AVX2 static inline void store8_bf16(char *out, __m256 v)
         const __m256 shift = _mm256_set1_ps((float)p->shift);                                  \
         const __m256 dropped = _mm256_set1_ps((float)p->dropped);                              \
         const size_t step = 8 * sizeof(storage);                                               \
-        for (size_t b = 0; b < nbytes; b++, in += step, out += step) {                         \
-            __m256 v = _mm256_mul_ps(load8_##suffix(in), scale);                               \
-            if (p->affine)                                                                     \
-                v = _mm256_add_ps(v, shift);                                                   \
-            store8_##suffix(out, _mm256_blendv_ps(dropped, v, keep8(bytes[b])));               \
+        for (size_t b = 0; b < nbytes; b += 4) {                                               \
+            size_t n = nbytes - b < 4 ? nbytes - b : 4;                                        \
+            __m256i word = _mm256_set1_epi32((int)(uint32_t)fd_load_bits(bytes + b, n));               \
+            for (size_t k = 0; k < n; k++, in += step, out += step) {                          \
+                __m256 v = _mm256_mul_ps(load8_##suffix(in), scale);                           \
+                if (p->affine)                                                                 \
+                    v = _mm256_add_ps(v, shift);                                               \
+                store8_##suffix(out, _mm256_blendv_ps(dropped, v, keep_signs8(word)));         \
+                word = _mm256_srli_epi32(word, 8);                                             \
+            }                                                                                  \
         }                                                                                      \
     }
 
@@ -224,12 +240,16 @@ FD_AVX2 static void body_f64_avx2(const char *in, char *out, size_t nbytes, cons
     const __m256d scale = _mm256_set1_pd(p->scale);
     const __m256d shift = _mm256_set1_pd(p->shift);
     const __m256d dropped = _mm256_set1_pd(p->dropped);
-    for (size_t b = 0; b < 2 * nbytes; b++, in += 32, out += 32) {
-        __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)in), scale);
-        if (p->affine)
-            v = _mm256_add_pd(v, shift);
-        __m256d keep = keep4((unsigned)bytes[b / 2] >> (4 * (b % 2)));
-        _mm256_storeu_pd((double *)out, _mm256_blendv_pd(dropped, v, keep));
+    for (size_t b = 0; b < nbytes; b += 8) {
+        size_t n = nbytes - b < 8 ? nbytes - b : 8;
+        __m256i word = _mm256_set1_epi64x((long long)fd_load_bits(bytes + b, n));
+        for (size_t k = 0; k < 2 * n; k++, in += 32, out += 32) {
+            __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)in), scale);
+            if (p->affine)
+                v = _mm256_add_pd(v, shift);
+            _mm256_storeu_pd((double *)out, _mm256_blendv_pd(dropped, v, keep_signs4(word)));
+            word = _mm256_srli_epi64(word, 4);
+        }
     }
 }
 
