@@ -26,6 +26,11 @@
 /* Most bytes of data a contiguous tile fetches ahead while it draws (see fd_prefetch): about
  * half of a 32 KiB L1, so that the lines are still there when the decisions are applied. */
 #define FD_TILE_PREFETCH_BYTES 16384
+/* Calls that touch fewer bytes than this are likely in cache already (a core's L2 holds them):
+ * they skip the prefetches, which then cost a few percent and gain nothing. */
+#ifndef FD_PREFETCH_MIN_BYTES
+#define FD_PREFETCH_MIN_BYTES (1 << 20)
+#endif
 /* A tile should govern about this many elements, so that a tile's fixed costs stay small when
  * each decision is broadcast over many elements (channel dropout) and the tiles still outnumber
  * the threads. */
@@ -289,8 +294,9 @@ typedef struct call {
     const uint8_t *bits_in;
     uint8_t *bits_out;
     size_t itemsize;
-    int contiguous;          /* one decision per element, both arrays contiguous: decision j
-                              * governs element j, at byte j * itemsize of in and of out */
+    int prefetch;            /* one decision per element, both arrays contiguous (decision j
+                              * governs element j, at byte j * itemsize of in and of out), and
+                              * at least FD_PREFETCH_MIN_BYTES of them */
     uint64_t tile;           /* decisions per tile */
 } call;
 
@@ -342,7 +348,7 @@ static void run_tile(const call *c, uint64_t j0, uint64_t count)
         bits = c->bits_in + j0 / 8;
     } else {
         fd_prefetch ahead = {NULL, NULL, 0, 0, 0};
-        if (c->contiguous) {
+        if (c->prefetch) {
             size_t lines = (size_t)((count * c->itemsize + FD_CACHE_LINE - 1) / FD_CACHE_LINE);
             ahead.read = c->in + j0 * c->itemsize;
             ahead.read_lines = lines;
@@ -455,11 +461,12 @@ static fd_status run(call *c)
         return c->bits_out ? fd_mask_generate(p, c->bits_out) : FD_OK;
     }
     const layout *L = &c->L;
-    c->contiguous = L->nax == 1 && !L->shared[0] && L->in_st[0] == (ptrdiff_t)c->itemsize &&
-                    L->out_st[0] == (ptrdiff_t)c->itemsize;
+    uint64_t fetched = c->itemsize * (c->out == c->in ? 1 : 2); /* bytes per element */
+    c->prefetch = L->nax == 1 && !L->shared[0] && L->in_st[0] == (ptrdiff_t)c->itemsize &&
+                  L->out_st[0] == (ptrdiff_t)c->itemsize &&
+                  L->elements >= FD_PREFETCH_MIN_BYTES / fetched;
     c->tile = tile_decisions(L);
-    if (c->contiguous) {
-        uint64_t fetched = c->itemsize * (c->out == c->in ? 1 : 2);
+    if (c->prefetch) {
         uint64_t fits = FD_TILE_PREFETCH_BYTES / fetched / 8 * 8;
         c->tile = c->tile < fits ? c->tile : fits;
     }
