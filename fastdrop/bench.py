@@ -55,7 +55,7 @@ CHANNEL_DTYPE = "float32"
 # each call, so a batch holds at most MAX_BATCH calls and at most as many as keep
 # (1/keep_prob)**calls <= BATCH_GROWTH: the data stay below 1.5 * 16 = 24 (finite even in
 # float16) and about 1/16 of them or more stay non-zero (12 calls at keep_prob 0.8).
-REPEAT_SECONDS = 0.4
+REPEAT_SECONDS = 0.3
 MIN_REPEATS = 1
 MAX_REPEATS = 1000
 PASSES = 3
@@ -540,12 +540,13 @@ def plan_timing(call_seconds: float, refill_seconds: float, keep_prob: float,
 
     A call under `BATCH_SECONDS` is timed in batches of ``ceil(BATCH_SECONDS / call_seconds)``
     calls, at most `max_batch` (a longer one alone), whatever the peer, so that the peers of a
-    group follow one rule.  Without `repeats`, the batches fill about `REPEAT_SECONDS` with the
-    refills and a warm-up call per pass, between `MIN_REPEATS` and `MAX_REPEATS` calls; a pass
-    is only added where that budget pays for its warm-up, so a peer whose call alone exceeds the
-    budget gets one warm-up and one timed call, in one pass.  With `repeats`, exactly that many
-    calls, the last batch taking the remainder.  The batches are dealt over at most `PASSES`
-    passes, the earlier passes taking one more where they do not divide evenly.
+    group follow one rule.  Without `repeats`, the batches fill about `REPEAT_SECONDS` with their
+    refills and a warm-up call per pass, between `MIN_REPEATS` and `MAX_REPEATS` calls, in as
+    many passes (up to `PASSES`) as that budget pays a warm-up call and a batch for: a peer whose
+    call is slow gets few calls and passes (one warm-up and one timed call, in one pass, where a
+    call alone exceeds the budget) rather than a multiple of its cost.  With `repeats`, exactly
+    that many calls, the last batch taking the remainder, in up to `PASSES` passes.  The batches
+    are dealt over the passes, the earlier ones taking one more where they do not divide evenly.
 
     Parameters
     ----------
@@ -567,15 +568,15 @@ def plan_timing(call_seconds: float, refill_seconds: float, keep_prob: float,
     if repeats is not None:
         batch = min(batch, repeats)
         sizes = [batch] * (repeats // batch) + ([repeats % batch] if repeats % batch else [])
+        passes = min(PASSES, len(sizes))
     else:
         batch_seconds = refill_seconds + batch * call_seconds
-        warmup_seconds = refill_seconds + call_seconds
-        passes = min(PASSES, max(1, int(REPEAT_SECONDS // (warmup_seconds + batch_seconds))))
-        wanted = round((REPEAT_SECONDS - passes * warmup_seconds) / batch_seconds)
+        passes = min(PASSES, max(1, int(REPEAT_SECONDS // (call_seconds + batch_seconds))))
+        wanted = round((REPEAT_SECONDS - passes * call_seconds) / batch_seconds)
         count = max(passes, wanted, math.ceil(MIN_REPEATS / batch))
         count = min(count, max(1, MAX_REPEATS // batch))
+        passes = min(passes, count)
         sizes = [batch] * count
-    passes = min(PASSES, len(sizes))
     return TimingPlan(tuple(tuple(sizes[k::passes]) for k in range(passes)))
 
 
@@ -595,12 +596,12 @@ def measure_group(peers: Sequence[Peer], ws: Workspace, repeats: Optional[int] =
 
     Pass 1 takes each peer in turn: inside its `Peer.prepare` context, a warm-up call (it pays
     one-off costs: first-use initialisation, page faults of buffers the context allocated), a
-    probe call, then `plan_timing` from the faster of the two (so a warm-up slowed by one-off
+    refill (timed, for the plan) and a probe call, then `plan_timing` from the faster of the two (so a warm-up slowed by one-off
     costs does not cut the repeats) and the pass's batches.  The probe counts as the first timed
     call where the plan times calls one at a time; otherwise it is a second warm-up.  Each later
     pass takes the peers that planned that many passes, in the same order, each in its own
     context again, a warm-up call first (the context may have allocated new buffers), then its
-    batches.  Every batch starts from a refilled input.
+    batches.  Every timed batch starts from a refilled input.
 
     Parameters
     ----------
@@ -628,7 +629,12 @@ def measure_group(peers: Sequence[Peer], ws: Workspace, repeats: Optional[int] =
             if progress is not None:
                 progress(finished, peer, index + 1)
             with peer.prepare(ws) as call:
-                warmup = _time_batch(ws, call, 1)
+                # The warm-up is not refilled first: it runs on what the last batch left (at
+                # most max_batch calls deep, so one more keeps the values finite) and is not
+                # timed, and skipping its refill halves what a pass costs on large arrays.
+                start = time.perf_counter()
+                call()
+                warmup = time.perf_counter() - start
                 if plan is None:
                     start = time.perf_counter()
                     ws.refill()
