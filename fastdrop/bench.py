@@ -467,7 +467,8 @@ class Record:
     peer : str
         The peer's name.
     seconds : float
-        Minimum time of one call.
+        Minimum time per call: over the timed batches, a batch's time over its calls (see
+        `STATISTIC`).
     ns_per_element : float
     gb_per_s : float
         Bytes read and written per second, in 10**9 bytes: 2 * itemsize per element (what an
@@ -478,7 +479,7 @@ class Record:
         The seed code's seconds / seconds; None where the seed code was not timed (the channel
         scenario).
     repeats : int
-        Timed calls taken.
+        Timed calls taken, all batches and passes together.
     """
 
     size: int
