@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import platform
 import time
@@ -42,11 +43,30 @@ CHANNEL_SHAPE = (64, 64, 56, 56)
 CHANNEL_SHARED_AXES = (2, 3)
 CHANNEL_DTYPE = "float32"
 
-# Automatic repeats: enough timed calls to fill about REPEAT_SECONDS per peer, within bounds.
-REPEAT_SECONDS = 0.25
+# How a peer is timed (`plan_timing`, `measure_group`).  The host is noisy, and every figure is a
+# ratio between peers of one group (one array), so the group's peers are timed in PASSES passes
+# interleaved across them: a slow spell of the host then hits every peer, not just the one timed
+# during it.  Each peer gets about REPEAT_SECONDS of wall time (refills and warm-ups included),
+# with at least one warm-up call and one timed call whatever they cost, and MIN_REPEATS to
+# MAX_REPEATS timed calls.  Calls shorter than BATCH_SECONDS are timed in batches of consecutive
+# calls (refill, then the batch in one timed region), so that the timer, the refill's Python code
+# and its cache and branch-predictor disturbance do not weigh on a call of a few microseconds.
+# Consecutive in-place dropout multiplies the kept values by 1/keep_prob and zeroes the others at
+# each call, so a batch holds at most MAX_BATCH calls and at most as many as keep
+# (1/keep_prob)**calls <= BATCH_GROWTH: the data stay below 1.5 * 16 = 24 (finite even in
+# float16) and about 1/16 of them or more stay non-zero (12 calls at keep_prob 0.8).
+REPEAT_SECONDS = 0.3
 MIN_REPEATS = 1
-MAX_REPEATS = 100
-STATISTIC = "minimum over the timed calls, after one warm-up call; input refilled before each"
+MAX_REPEATS = 1000
+PASSES = 3
+BATCH_SECONDS = 1e-3
+MAX_BATCH = 16
+BATCH_GROWTH = 16.0
+STATISTIC = (f"minimum over the timed calls, taken in up to {PASSES} passes interleaved across "
+             "the peers of each array, each pass after a warm-up call; calls under "
+             f"{BATCH_SECONDS * 1e3:g} ms timed in batches of up to {MAX_BATCH} consecutive calls "
+             f"(fewer where (1/keep_prob)**calls > {BATCH_GROWTH:g}), time per call = batch time "
+             "/ calls; input refilled before each batch")
 
 FLOOR = "floor"
 SEED = "seed numpy"
@@ -152,8 +172,9 @@ class Workspace:
     """The arrays of one (shape, dtype): a pristine input and the working copy peers act on.
 
     Build it with `Workspace.create`.  Peers work on `x` (in place where they can); `refill`
-    restores it from `source` before every call, outside the timed region, so repeated in-place
-    dropout never drives the values to zero, subnormals or infinity.
+    restores it from `source` before every batch of timed calls, outside the timed region, so
+    repeated in-place dropout never drives the values to zero, subnormals or infinity (see
+    `max_batch`).
     """
 
     keep_prob: float
@@ -446,7 +467,8 @@ class Record:
     peer : str
         The peer's name.
     seconds : float
-        Minimum time of one call.
+        Minimum time per call: over the timed batches, a batch's time over its calls (see
+        `STATISTIC`).
     ns_per_element : float
     gb_per_s : float
         Bytes read and written per second, in 10**9 bytes: 2 * itemsize per element (what an
@@ -457,7 +479,7 @@ class Record:
         The seed code's seconds / seconds; None where the seed code was not timed (the channel
         scenario).
     repeats : int
-        Timed calls taken.
+        Timed calls taken, all batches and passes together.
     """
 
     size: int
@@ -471,50 +493,167 @@ class Record:
     repeats: int
 
 
-def auto_repeats(warmup_seconds: float) -> int:
-    """Timed calls for a peer whose warm-up call took `warmup_seconds`.
+def max_batch(keep_prob: float) -> int:
+    """The most consecutive calls a batch may hold at `keep_prob`.
+
+    In-place dropout multiplies the kept values by 1/keep_prob at each call, so a batch holds at
+    most as many calls as keep ``(1 / keep_prob) ** calls <= BATCH_GROWTH``, and at most
+    `MAX_BATCH`.
 
     Parameters
     ----------
-    warmup_seconds : float
+    keep_prob : float
+        Probability that a unit is kept, in (0, 1].
 
     Returns
     -------
     int
-        About `REPEAT_SECONDS` worth of calls, between `MIN_REPEATS` and `MAX_REPEATS`.
+        Between 1 and `MAX_BATCH` (12 at keep_prob 0.8, 4 at 0.5).
     """
-    wanted = REPEAT_SECONDS / max(warmup_seconds, 1e-9)
-    return int(min(MAX_REPEATS, max(MIN_REPEATS, wanted)))
+    if keep_prob >= 1:
+        return MAX_BATCH
+    # The small slack keeps an exact power, e.g. 0.5**4 == 1/16, from rounding down.
+    calls = math.floor(math.log(BATCH_GROWTH) / -math.log(keep_prob) + 1e-9)
+    return max(1, min(MAX_BATCH, calls))
 
 
-def _timed_call(ws: Workspace, call: Callable[[], object]) -> float:
-    ws.refill()
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+@dataclasses.dataclass(frozen=True)
+class TimingPlan:
+    """How a peer's timed calls are grouped: batches (one timed region each) in passes.
+
+    Attributes
+    ----------
+    passes : tuple of tuple of int
+        Per pass, the number of calls in each of its batches.
+    """
+
+    passes: Tuple[Tuple[int, ...], ...]
+
+    @property
+    def calls(self) -> int:
+        """Timed calls in all."""
+        return sum(sum(batches) for batches in self.passes)
 
 
-def measure(peer: Peer, ws: Workspace, repeats: Optional[int] = None) -> tuple:
-    """Time `peer` on `ws`: one warm-up call, then `repeats` timed calls.
+def plan_timing(call_seconds: float, refill_seconds: float, keep_prob: float,
+                repeats: Optional[int] = None) -> TimingPlan:
+    """Batches and passes for a peer whose call takes `call_seconds`.
+
+    A call under `BATCH_SECONDS` is timed in batches of ``ceil(BATCH_SECONDS / call_seconds)``
+    calls, at most `max_batch` (a longer one alone), whatever the peer, so that the peers of a
+    group follow one rule.  Without `repeats`, the batches fill about `REPEAT_SECONDS` with their
+    refills and a warm-up call per pass, between `MIN_REPEATS` and `MAX_REPEATS` calls, in as
+    many passes (up to `PASSES`) as that budget pays a warm-up call and a batch for: a peer whose
+    call is slow gets few calls and passes (one warm-up and one timed call, in one pass, where a
+    call alone exceeds the budget) rather than a multiple of its cost.  With `repeats`, exactly
+    that many calls, the last batch taking the remainder, in up to `PASSES` passes.  The batches
+    are dealt over the passes, the earlier ones taking one more where they do not divide evenly.
 
     Parameters
     ----------
-    peer : Peer
-    ws : Workspace
+    call_seconds : float
+        Time of one call, after its one-off costs (see `measure_group`).
+    refill_seconds : float
+        Time of one `Workspace.refill`.
+    keep_prob : float
+        Probability that a unit is kept (it bounds the batch, see `max_batch`).
     repeats : int, optional
-        Timed calls; None chooses them with `auto_repeats`.
+        Timed calls; None chooses them.
 
     Returns
     -------
-    seconds : float
-        The fastest timed call.
-    repeats : int
-        The number of timed calls.
+    TimingPlan
     """
-    with peer.prepare(ws) as call:
-        warmup = _timed_call(ws, call)
-        repeats = repeats or auto_repeats(warmup)
-        return min(_timed_call(ws, call) for _ in range(repeats)), repeats
+    call_seconds = max(call_seconds, 1e-9)
+    batch = min(max_batch(keep_prob), max(1, math.ceil(BATCH_SECONDS / call_seconds)))
+    if repeats is not None:
+        batch = min(batch, repeats)
+        sizes = [batch] * (repeats // batch) + ([repeats % batch] if repeats % batch else [])
+        passes = min(PASSES, len(sizes))
+    else:
+        batch_seconds = refill_seconds + batch * call_seconds
+        passes = min(PASSES, max(1, int(REPEAT_SECONDS // (call_seconds + batch_seconds))))
+        wanted = round((REPEAT_SECONDS - passes * call_seconds) / batch_seconds)
+        count = max(passes, wanted, math.ceil(MIN_REPEATS / batch))
+        count = min(count, max(1, MAX_REPEATS // batch))
+        passes = min(passes, count)
+        sizes = [batch] * count
+    return TimingPlan(tuple(tuple(sizes[k::passes]) for k in range(passes)))
+
+
+def _time_batch(ws: Workspace, call: Callable[[], object], calls: int) -> float:
+    """Refill, then time `calls` consecutive calls; seconds per call."""
+    ws.refill()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - start) / calls
+
+
+def measure_group(peers: Sequence[Peer], ws: Workspace, repeats: Optional[int] = None,
+                  progress: Optional[Callable[[int, Peer, int], None]] = None
+                  ) -> List[Tuple[float, int]]:
+    """Time `peers` on `ws`, in passes interleaved across them.
+
+    Pass 1 takes each peer in turn: inside its `Peer.prepare` context, a warm-up call (it pays
+    one-off costs: first-use initialisation, page faults of buffers the context allocated), a
+    refill (timed, for the plan) and a probe call, then `plan_timing` from the faster of the two (so a warm-up slowed by one-off
+    costs does not cut the repeats) and the pass's batches.  The probe counts as the first timed
+    call where the plan times calls one at a time; otherwise it is a second warm-up.  Each later
+    pass takes the peers that planned that many passes, in the same order, each in its own
+    context again, a warm-up call first (the context may have allocated new buffers), then its
+    batches.  Every timed batch starts from a refilled input.
+
+    Parameters
+    ----------
+    peers : sequence of Peer
+    ws : Workspace
+    repeats : int, optional
+        Timed calls per peer; None lets `plan_timing` choose them.
+    progress : callable, optional
+        ``progress(finished, peer, number)`` before pass `number` (from 1) of `peer`, with
+        `finished` the number of `peers` whose passes are all done.
+
+    Returns
+    -------
+    list of (float, int)
+        Per peer, in order: the fastest batch's time per call and the number of timed calls.
+    """
+    plans: List[Optional[TimingPlan]] = [None] * len(peers)
+    fastest = [math.inf] * len(peers)
+    finished = 0
+    for index in range(PASSES):
+        for k, peer in enumerate(peers):
+            plan = plans[k]
+            if plan is not None and index >= len(plan.passes):
+                continue
+            if progress is not None:
+                progress(finished, peer, index + 1)
+            with peer.prepare(ws) as call:
+                # The warm-up is not refilled first: it runs on what the last batch left (at
+                # most max_batch calls deep, so one more keeps the values finite) and is not
+                # timed, and skipping its refill halves what a pass costs on large arrays.
+                start = time.perf_counter()
+                call()
+                warmup = time.perf_counter() - start
+                if plan is None:
+                    start = time.perf_counter()
+                    ws.refill()
+                    refilled = time.perf_counter()
+                    call()
+                    probe = time.perf_counter() - refilled
+                    refill = refilled - start
+                    plan = plans[k] = plan_timing(min(warmup, probe), refill, ws.keep_prob,
+                                                  repeats)
+                batches = plan.passes[index]
+                if index == 0 and batches[0] == 1:
+                    fastest[k] = probe
+                    batches = batches[1:]
+                for calls in batches:
+                    fastest[k] = min(fastest[k], _time_batch(ws, call, calls))
+            if index == len(plan.passes) - 1:
+                finished += 1
+    return [(seconds, plan.calls) for seconds, plan in zip(fastest, plans)]
 
 
 def format_size(size: int) -> str:
@@ -587,10 +726,11 @@ def run_groups(groups: Sequence[Group], keep_prob: float = DEFAULT_KEEP_PROB,
     keep_prob : float, optional
         Probability that a unit is kept.
     repeats : int, optional
-        Timed calls per peer; None chooses them per peer with `auto_repeats`.
+        Timed calls per peer; None lets `plan_timing` choose them per peer.
     progress : callable, optional
-        ``progress(done, total, label)`` is called before each measurement, with `label`
-        naming it, and once at the end with done == total and an empty label.
+        ``progress(done, total, label)`` is called before each pass of each peer, with `done`
+        the peers whose passes are all done and `label` naming the peer, array and pass, and
+        once at the end with done == total and an empty label.
 
     Returns
     -------
@@ -603,14 +743,16 @@ def run_groups(groups: Sequence[Group], keep_prob: float = DEFAULT_KEEP_PROB,
     for group in groups:
         dtype = np.dtype(group.dtype)
         ws = Workspace.create(group.shape, dtype, keep_prob)
-        timings = []
-        for peer in group.peers:
-            if progress is not None:
-                progress(done, total, f"{peer.name} {dtype.name} {format_shape(group.shape)}")
-            timings.append((peer, *measure(peer, ws, repeats)))
-            done += 1
+
+        def step(finished, peer, number):
+            progress(done + finished, total,
+                     f"{peer.name} {dtype.name} {format_shape(group.shape)} pass {number}")
+
+        timings = measure_group(group.peers, ws, repeats, None if progress is None else step)
+        done += len(group.peers)
         del ws
-        results.append(_records(_elements(group.shape), dtype, timings))
+        results.append(_records(_elements(group.shape), dtype,
+                                [(peer, *timing) for peer, timing in zip(group.peers, timings)]))
     if progress is not None:
         progress(done, total, "")
     return results
@@ -655,7 +797,7 @@ def run(sizes: Sequence[int] = DEFAULT_SIZES, dtypes: Sequence[str] = DEFAULT_DT
     keep_prob : float, optional
         Probability that a unit is kept.
     repeats : int, optional
-        Timed calls per peer; None chooses them per peer with `auto_repeats`.
+        Timed calls per peer; None lets `plan_timing` choose them per peer.
     progress : callable, optional
         As for `run_groups`, counting both scenarios.
     channel_shape : sequence of int, optional

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -364,3 +365,210 @@ def test_python_dash_m_fastdrop_info(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"fastdrop {fastdrop.__version__}" in result.stdout.splitlines()
     assert "threads: 1 (default" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# The timing method, on fake peers and a fake clock: what is called, refilled and kept
+# ---------------------------------------------------------------------------------------------
+
+class FakeClock:
+    """A `perf_counter` that only moves when a fake peer's call or a refill advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(bench, "time", fake)
+    return fake
+
+
+REFILL_SECONDS = 1e-6
+
+
+def logged_workspace(log, clock, size=100):
+    """A float32 workspace whose refills are logged and take REFILL_SECONDS on `clock`."""
+    ws = bench.Workspace.create(size, "float32", 0.8)
+    refill = ws.refill
+
+    def logged_refill():
+        log.append("refill")
+        clock.now += REFILL_SECONDS
+        refill()
+
+    ws.refill = logged_refill
+    return ws
+
+
+def fake_peer(name, log, clock, cost):
+    """A peer whose call logs itself and takes ``cost(pass_number, call_number)`` seconds on
+    `clock` (both counted from 1 for this peer); its context logs its entry and exit."""
+    entries = []
+
+    @contextmanager
+    def prepare(ws):
+        entries.append(name)
+        log.append(("enter", name))
+        calls = []
+
+        def call():
+            calls.append(1)
+            clock.now += cost(len(entries), len(calls))
+            log.append(name)
+
+        try:
+            yield call
+        finally:
+            log.append(("exit", name))
+
+    return bench.Peer(name, "fake", prepare)
+
+
+def contexts(log):
+    """The log cut at each context: (peer name, the calls before its first refill, then the
+    runs of consecutive calls after each refill), checking that contexts never nest and nothing is called outside one."""
+    segments = []
+    current = None
+    for event in log:
+        if isinstance(event, tuple):
+            kind, name = event
+            assert (kind == "enter") == (current is None), "contexts overlap"
+            current = (name, [0]) if kind == "enter" else None
+            if kind == "enter":
+                segments.append(current)
+        elif event == "refill":
+            assert current is not None, "refill outside a context"
+            current[1].append(0)
+        else:
+            assert current is not None and event == current[0], "call outside its context"
+            current[1][-1] += 1
+    assert current is None
+    return segments
+
+
+def constant(seconds):
+    return lambda number, call: seconds
+
+
+def test_max_batch_bounds_the_growth_of_in_place_dropout():
+    assert bench.max_batch(0.8) == 12
+    assert bench.max_batch(0.5) == 4
+    assert bench.max_batch(1.0) == bench.MAX_BATCH == 16
+    assert bench.max_batch(0.01) == 1
+    for q in (0.05, 0.3, 0.5, 0.8, 0.9, 0.99):
+        calls = bench.max_batch(q)
+        assert calls == 1 or (1 / q) ** calls <= bench.BATCH_GROWTH * (1 + 1e-9)
+        assert calls == bench.MAX_BATCH or (1 / q) ** (calls + 1) > bench.BATCH_GROWTH
+
+
+def test_plan_timing():
+    # Short calls: full batches (12 at keep_prob 0.8), up to MAX_REPEATS calls, three passes.
+    plan = bench.plan_timing(1e-6, 1e-6, 0.8)
+    sizes = [size for batches in plan.passes for size in batches]
+    assert set(sizes) == {12} and len(plan.passes) == bench.PASSES
+    assert plan.calls == 12 * (bench.MAX_REPEATS // 12)
+    assert max(map(len, plan.passes)) - min(map(len, plan.passes)) <= 1
+    # The batch lasts about BATCH_SECONDS: 0.4 ms calls go in threes, 1 ms calls alone.
+    assert bench.plan_timing(4e-4, 0, 0.8).passes[0][0] == 3
+    assert bench.plan_timing(1e-3, 0, 0.8).passes[0][0] == 1
+    # The budget (0.3 s) counts the refills and a warm-up call per pass: 40 ms calls and 40 ms
+    # refills fit two passes and three calls; a call longer than the budget gets one call.
+    assert bench.REPEAT_SECONDS == 0.3
+    assert bench.plan_timing(0.04, 0.04, 0.8).passes == ((1, 1), (1,))
+    assert bench.plan_timing(5.0, 0.0, 0.8).passes == ((1,),)
+    # An explicit count is exactly that many calls, in the same batches, the last shorter.
+    assert bench.plan_timing(1e-6, 0, 0.8, repeats=30).passes == ((12,), (12,), (6,))
+    assert bench.plan_timing(1e-6, 0, 0.5, repeats=10).passes == ((4,), (4,), (2,))
+    assert bench.plan_timing(5.0, 0, 0.8, repeats=5).passes == ((1, 1), (1, 1), (1,))
+    assert bench.plan_timing(1e-6, 0, 0.8, repeats=1).passes == ((1,),)
+
+
+def test_short_calls_are_timed_in_batches_in_passes_interleaved_across_peers(clock):
+    log = []
+    ws = logged_workspace(log, clock)
+    peers = [fake_peer(bench.FLOOR, log, clock, constant(1e-6)),
+             fake_peer("slow", log, clock, constant(5.0)),
+             fake_peer("fast", log, clock, constant(2e-6))]
+    timings = bench.measure_group(peers, ws)
+    segments = contexts(log)
+    # Pass 1 takes every peer; the slow one (a call longer than the budget) is done then.
+    assert [name for name, _ in segments] == [bench.FLOOR, "slow", "fast", bench.FLOOR, "fast",
+                                              bench.FLOOR, "fast"]
+    plans = {bench.FLOOR: bench.plan_timing(1e-6, REFILL_SECONDS, 0.8),
+             "fast": bench.plan_timing(2e-6, REFILL_SECONDS, 0.8)}
+    seen = {name: 0 for name in plans}
+    for name, runs in segments:
+        if name == "slow":
+            assert runs == [1, 1]  # a warm-up call, then the one timed call
+            continue
+        # Every pass: a warm-up call; pass 1 also a refill and a probe call; then the pass's
+        # batches, each refilled first.
+        warmups = [1, 1] if seen[name] == 0 else [1]
+        assert runs == warmups + list(plans[name].passes[seen[name]])
+        assert all(calls <= bench.max_batch(0.8) for calls in runs)
+        seen[name] += 1
+    assert seen == {name: len(plan.passes) for name, plan in plans.items()}
+    assert timings == [(pytest.approx(1e-6), plans[bench.FLOOR].calls), (5.0, 1),
+                       (pytest.approx(2e-6), plans["fast"].calls)]
+
+
+def test_explicit_repeats_are_exactly_that_many_timed_calls(clock):
+    log = []
+    ws = logged_workspace(log, clock)
+    peers = [fake_peer(bench.FLOOR, log, clock, constant(1e-6)),
+             fake_peer("slow", log, clock, constant(5.0))]
+    assert bench.measure_group(peers, ws, repeats=30) == [(pytest.approx(1e-6), 30), (5.0, 30)]
+    runs = {}
+    for name, segment in contexts(log):
+        runs.setdefault(name, []).append(segment)
+    assert runs[bench.FLOOR] == [[1, 1, 12], [1, 12], [1, 6]]
+    # A long call is timed alone, so the probe is the first of the 30 calls.
+    assert runs["slow"] == [[1] + [1] * 10, [1] * 11, [1] * 11]
+
+
+def test_a_slow_first_call_does_not_cut_the_repeats(clock):
+    """fastdrop.torch's module pays its first-use initialisation in its first call: the plan
+    comes from the faster of the warm-up and the probe."""
+    log = []
+    ws = logged_workspace(log, clock)
+    first_use = fake_peer(bench.FLOOR, log, clock,
+                          lambda number, call: 0.5 if (number, call) == (1, 1) else 1e-6)
+    [(seconds, repeats)] = bench.measure_group([first_use], ws)
+    assert seconds == pytest.approx(1e-6)
+    assert repeats == bench.plan_timing(1e-6, REFILL_SECONDS, 0.8).calls > 100
+
+
+def test_ratios_come_from_the_minimum_over_the_passes(clock, monkeypatch):
+    """A slow spell of the host in pass 2 (everything 3x slower) leaves the minimums, and the
+    ratios taken from them, as they are."""
+    log = []
+
+    def spell(seconds):
+        return lambda number, call: seconds * (3 if number == 2 else 1)
+
+    peers = (fake_peer(bench.FLOOR, log, clock, spell(1e-6)),
+             fake_peer(bench.SEED, log, clock, spell(8e-6)),
+             fake_peer("dropout", log, clock, spell(2e-6)))
+    ws = logged_workspace(log, clock)
+    monkeypatch.setattr(bench.Workspace, "create", lambda *args: ws)
+    steps = []
+    [records] = bench.run_groups([bench.Group((100,), "float32", peers)],
+                                 progress=lambda *step: steps.append(step))
+    by_peer = {record.peer: record for record in records}
+    assert by_peer[bench.FLOOR].seconds == pytest.approx(1e-6)
+    assert by_peer["dropout"].seconds == pytest.approx(2e-6)
+    assert by_peer["dropout"].ratio_to_floor == pytest.approx(2.0)
+    assert by_peer["dropout"].speedup_over_seed == pytest.approx(4.0)
+    assert by_peer[bench.SEED].ratio_to_floor == pytest.approx(8.0)
+    # Progress: every pass of every peer announced, the count of finished peers never going
+    # back, and done == total at the end.
+    assert [step[2] for step in steps[:-1]] == [
+        f"{name} float32 100 pass {number}" for number in (1, 2, 3)
+        for name in (bench.FLOOR, bench.SEED, "dropout")]
+    assert [step[0] for step in steps] == sorted(step[0] for step in steps)
+    assert steps[-1] == (3, 3, "")
