@@ -422,6 +422,14 @@ static int effective_threads(const fd_params *p, uint64_t elements, uint64_t til
     return threads;
 }
 
+/* Tiles a thread takes at a time.  Threads take chunks as they go (dynamic schedule) rather than
+ * a fixed share: on a shared machine one thread is often descheduled for a while, and a fixed
+ * share would make the whole call wait for it.  16 tiles are 256 KiB of float32, enough for the
+ * hardware prefetchers to stream and for the chunk handout to cost nothing. */
+#ifndef FD_TILES_PER_CHUNK
+#define FD_TILES_PER_CHUNK 16
+#endif
+
 /* Calls fn(ctx, t) for t in [0, tiles), on `threads` threads.  One thread runs the plain loop:
  * even a one-thread OpenMP region costs more than a small call's whole work. */
 typedef void (*tile_fn)(const void *ctx, int64_t t);
@@ -430,7 +438,7 @@ static void for_each_tile(int64_t tiles, int threads, tile_fn fn, const void *ct
 {
 #if FD_USE_OPENMP
     if (threads > 1) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, FD_TILES_PER_CHUNK)
         for (int64_t t = 0; t < tiles; t++)
             fn(ctx, t);
         return;
