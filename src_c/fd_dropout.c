@@ -338,6 +338,23 @@ static void apply_segment(const call *c, const char *in, char *out, ptrdiff_t le
     }
 }
 
+/* What a tile of decisions [j0, j0 + count) fetches while it draws: its input, and its output
+ * when that is another array, on calls that prefetch; nothing on the others. */
+static fd_prefetch tile_data(const call *c, uint64_t j0, uint64_t count)
+{
+    fd_prefetch ahead = {NULL, NULL, 0, 0, 0};
+    if (!c->prefetch)
+        return ahead;
+    size_t lines = (size_t)((count * c->itemsize + FD_CACHE_LINE - 1) / FD_CACHE_LINE);
+    ahead.read = c->in + j0 * c->itemsize;
+    ahead.read_lines = lines;
+    if (c->out != c->in) {
+        ahead.write = c->out + j0 * c->itemsize;
+        ahead.write_lines = lines;
+    }
+    return ahead;
+}
+
 /* Runs one tile: decisions [j0, j0 + count). */
 static void run_tile(const call *c, uint64_t j0, uint64_t count)
 {
@@ -347,16 +364,7 @@ static void run_tile(const call *c, uint64_t j0, uint64_t count)
     if (c->bits_in) {
         bits = c->bits_in + j0 / 8;
     } else {
-        fd_prefetch ahead = {NULL, NULL, 0, 0, 0};
-        if (c->prefetch) {
-            size_t lines = (size_t)((count * c->itemsize + FD_CACHE_LINE - 1) / FD_CACHE_LINE);
-            ahead.read = c->in + j0 * c->itemsize;
-            ahead.read_lines = lines;
-            if (c->out != c->in) {
-                ahead.write = c->out + j0 * c->itemsize;
-                ahead.write_lines = lines;
-            }
-        }
+        fd_prefetch ahead = tile_data(c, j0, count);
         decide_range(c->p, c->kernels, j0, count, local, &ahead);
     }
     if (c->bits_out)

@@ -219,7 +219,7 @@ static inline uint64_t fd_load_bits(const uint8_t *bytes, size_t n)
         const size_t step = 8 * sizeof(storage);                                               \
         for (size_t b = 0; b < nbytes; b += 4) {                                               \
             size_t n = nbytes - b < 4 ? nbytes - b : 4;                                        \
-            __m256i word = _mm256_set1_epi32((int)(uint32_t)fd_load_bits(bytes + b, n));               \
+            __m256i word = _mm256_set1_epi32((int)(uint32_t)fd_load_bits(bytes + b, n));       \
             for (size_t k = 0; k < n; k++, in += step, out += step) {                          \
                 __m256 v = _mm256_mul_ps(load8_##suffix(in), scale);                           \
                 if (p->affine)                                                                 \
