@@ -454,6 +454,143 @@ def test_in_place_on_a_tensor_saved_for_backward_is_detected():
 
 
 # ---------------------------------------------------------------------------------------------
+# The cache of large outputs
+# ---------------------------------------------------------------------------------------------
+
+# The smallest output the cache serves, float32: 32 MiB.
+CACHED_SHAPE = (2048, fdt._CACHED_MIN_BYTES // 4 // 2048)
+CACHED_NBYTES = fdt._CACHED_MIN_BYTES
+
+
+@pytest.fixture
+def fresh_cache():
+    """An empty cache at its default limit, and the limit restored and the cache emptied after."""
+    fdt.empty_cache()
+    previous = fdt.set_cache_limit(1 << 30)
+    yield
+    fdt.set_cache_limit(previous)
+    fdt.empty_cache()
+
+
+@pytest.fixture(scope="module")
+def large_input():
+    """A float32 tensor of CACHED_SHAPE and its dropout with seed 11, p = 0.3, computed by
+    fastdrop.dropout on its NumPy view (memory the cache never lends)."""
+    x = torch.randn(CACHED_SHAPE, generator=torch.Generator().manual_seed(3))
+    expected, _ = fastdrop.dropout(x.numpy(), 0.7, seed=11)
+    return x, as_uint(expected)
+
+
+def test_freed_large_outputs_are_reused_and_written_whole(fresh_cache, large_input):
+    """A freed 32 MiB output's memory serves the next output of that size, which is again
+    written whole (poison left in it does not survive); outputs alive together never share
+    memory."""
+    x, expected = large_input
+    y = fdt.dropout(x, 0.3, seed=11)
+    assert np.array_equal(bits_of(y), expected)
+    address = y.data_ptr()
+    y.fill_(float("nan"))
+    del y
+    assert fdt.cached_bytes() == CACHED_NBYTES
+    again = fdt.dropout(x, 0.3, seed=11)
+    assert again.data_ptr() == address and fdt.cached_bytes() == 0
+    assert np.array_equal(bits_of(again), expected)
+    other = fdt.dropout(x, 0.3, seed=11)
+    assert not np.shares_memory(numpy_of(again), numpy_of(other))
+    assert np.array_equal(bits_of(other), expected)
+
+
+def test_gradients_come_from_the_cache_and_are_right(fresh_cache, large_input):
+    """Forward and backward of a training step reuse the two blocks the previous step freed,
+    and the gradient is still the mask applied to dy."""
+    x, _ = large_input
+    x = x.clone().requires_grad_()
+    dy = torch.randn(CACHED_SHAPE, generator=torch.Generator().manual_seed(4))
+    expected, _ = fastdrop.dropout(dy.numpy(), 0.7, seed=11)
+    addresses = []
+    for _ in range(3):
+        y = fdt.dropout(x, 0.3, seed=11)
+        y.backward(dy)
+        assert np.array_equal(bits_of(x.grad), as_uint(expected))
+        addresses.append({y.data_ptr(), x.grad.data_ptr()})
+        del y
+        x.grad = None
+        assert fdt.cached_bytes() == 2 * CACHED_NBYTES
+    assert addresses[0] == addresses[1] == addresses[2] and len(addresses[0]) == 2
+
+
+def test_cache_limit_and_empty_cache(fresh_cache, large_input):
+    """The limit caps what is kept, releasing the oldest first; 0 keeps nothing; empty_cache
+    releases everything; a refused limit changes nothing."""
+    x, _ = large_input
+    assert fdt.set_cache_limit(CACHED_NBYTES) == 1 << 30
+    older, newer = fdt.dropout(x, 0.3, seed=1), fdt.dropout(x, 0.3, seed=2)
+    newest_address = newer.data_ptr()
+    del older, newer
+    assert fdt.cached_bytes() == CACHED_NBYTES
+    reused = fdt.dropout(x, 0.3, seed=3)
+    assert reused.data_ptr() == newest_address
+    del reused
+    assert fdt.cached_bytes() == CACHED_NBYTES
+    fdt.empty_cache()
+    assert fdt.cached_bytes() == 0
+
+    assert fdt.set_cache_limit(0) == CACHED_NBYTES
+    del x  # the module fixture keeps the tensor; this drops only the local name
+    y = fdt.dropout(large_input[0], 0.3, seed=1)
+    del y
+    assert fdt.cached_bytes() == 0
+
+    for bad, error in ((-1, ValueError), (1.5, TypeError), (True, TypeError), ("1", TypeError)):
+        with pytest.raises(error, match="nbytes"):
+            fdt.set_cache_limit(bad)
+    assert fdt.set_cache_limit(np.int64(5)) == 0 and fdt.set_cache_limit(0) == 5
+
+
+def test_small_and_non_contiguous_outputs_bypass_the_cache(fresh_cache, large_input):
+    """Outputs under 32 MiB, and outputs of non-C-contiguous inputs (which keep the input's
+    memory order, as np.empty_like does), are not lent from the cache nor kept in it."""
+    x, _ = large_input
+    small = fdt.dropout(x[:100], 0.3, seed=11)
+    transposed = fdt.dropout(x.t(), 0.3, seed=11)
+    assert transposed.stride() == x.t().stride()
+    # Decisions follow the logical (row-major) order of the transposed view.
+    assert np.array_equal(bits_of(transposed), as_uint(fastdrop.dropout(x.t().numpy(), 0.7,
+                                                                         seed=11)[0]))
+    del small, transposed
+    assert fdt.cached_bytes() == 0
+
+
+def test_threads_share_the_cache(fresh_cache, large_input):
+    """Threads taking and returning blocks at once get whole, right outputs and never a block
+    another thread is using."""
+    import threading
+
+    x, expected = large_input
+    errors = []
+
+    def work():
+        try:
+            for _ in range(4):
+                y = fdt.dropout(x, 0.3, seed=11)
+                # A block lent twice would be overwritten by the other thread's poison.
+                if not np.array_equal(bits_of(y), expected):
+                    errors.append("wrong output")
+                y.fill_(float("nan"))
+                del y
+        except Exception as error:  # pragma: no cover - reported by the assert below
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert 0 < fdt.cached_bytes() <= 3 * CACHED_NBYTES
+
+
+# ---------------------------------------------------------------------------------------------
 # Refused tensors
 # ---------------------------------------------------------------------------------------------
 
