@@ -6,7 +6,7 @@ the decisions from three integers instead of storing a mask.  See SPEC.md for th
 """
 from fastdrop._api import (Dropout, default_stream, dropout, dropout_backward, get_num_threads,
                            manual_seed, mc_predict, set_num_threads, simd_path)
-from fastdrop._stream import DropoutMask, Stream
+from fastdrop._core import DropoutMask, Stream
 
 __version__ = "0.1.0"
 

@@ -15,9 +15,10 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from fastdrop import _core
-from fastdrop._core import STORAGE_TYPES, STORES, check_choice, check_flag, check_keep_prob
-from fastdrop._stream import (DEFAULT_STREAM, MODES, DropoutMask, Stream, layer_stream,
-                              packed_nbytes)
+from fastdrop._core import (DEFAULT_STREAM, STORAGE_TYPES, STORES, DropoutMask, Stream,
+                            check_choice, check_flag, check_keep_prob, layer_stream,
+                            packed_nbytes)
+from fastdrop._stream import MODES
 
 SUPPORTED_DTYPES = tuple(STORAGE_TYPES)
 

@@ -1,10 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""fastdrop's compiled layer: the C core's entry points, and the front end of every call.
+"""fastdrop's compiled layer: the C core's entry points, streams and masks, and the front end of
+every call.
 
 The front end (forward, backward and the check_ functions) checks every argument with C-level
 tests before anything is drawn or written, then makes one C call with the GIL released.  Kept
-here rather than in Python so that a call on a small array costs microseconds, not tens.
+here rather than in Python, with the Stream and DropoutMask classes, so that a call on a small
+array costs about a microsecond of bookkeeping, not tens.
 """
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
+                               PyThread_allocate_lock, PyThread_free_lock, PyThread_release_lock,
+                               PyThread_type_lock)
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
@@ -13,12 +18,12 @@ cimport numpy as cnp
 import math
 import numbers
 import operator
+import secrets
 
 import numpy as np
 
-from fastdrop._stream import (BLOCK_LIMIT, DEFAULT_STREAM, MODES, DropoutMask, Stream,
-                              blocks_for, check_seed, compute_dtype, kernel_op, mask_shape,
-                              packed_nbytes, threshold_for)
+from fastdrop._stream import (BLOCK_LIMIT, DECISIONS_PER_BLOCK, MODES, check_integer,
+                              check_seed, check_subsequence, compute_dtype, kernel_op, mask_shape)
 
 cnp.import_array()
 
@@ -254,6 +259,316 @@ def apply(bint forward, cnp.ndarray x, cnp.ndarray out, tuple shared_axes,
 
 
 # ---------------------------------------------------------------------------------------------
+# Streams and masks.  Compiled, with typed fields, so that a call's bookkeeping (reserving its
+# blocks, recording its mask) costs tens of nanoseconds where Python classes cost a microsecond
+# or more, a fifth of a whole call on 10**4 elements.
+# ---------------------------------------------------------------------------------------------
+
+cpdef object blocks_for(object decisions):
+    """Stream blocks that a call with this many decisions consumes."""
+    return (decisions + (DECISIONS_PER_BLOCK - 1)) // DECISIONS_PER_BLOCK
+
+
+cpdef object packed_nbytes(object decisions):
+    """Bytes of a mask stored one bit per decision."""
+    return (decisions + 7) // 8
+
+
+cpdef uint64_t threshold_for(double keep_prob):
+    """T = floor(keep_prob * 2**32) of SPEC §3 (exact: scaling by a power of two is exact)."""
+    return <uint64_t>(keep_prob * 4294967296.0)
+
+
+cdef class Stream:
+    """A position in a Philox4x32-10 random stream: (seed, subsequence, next block).
+
+    Every training-mode call that draws from a stream reserves the blocks its decisions need and
+    moves the stream past them, so successive calls get fresh masks while the whole sequence
+    stays a pure function of the seed.  Reservations are atomic, so threads may share a stream.
+
+    Parameters
+    ----------
+    seed : int, optional
+        The 64-bit key, in [0, 2**64).  None draws one from the operating system's entropy.
+    subsequence : int, optional
+        In [0, 2**63): independent streams under one seed, e.g. one per process or rank.
+
+    Examples
+    --------
+    >>> import fastdrop, numpy as np
+    >>> s = fastdrop.Stream(seed=7)
+    >>> y1, _ = fastdrop.dropout(np.ones(4), 0.5, stream=s)
+    >>> s.position
+    1
+    """
+
+    cdef uint64_t _seed
+    cdef uint64_t _subsequence
+    cdef object _position  # a Python int: it reaches 2**64 when the last block is taken
+    cdef PyThread_type_lock _lock
+
+    def __cinit__(self, *args, **kwargs):
+        self._position = 0
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError("could not allocate the stream's lock")
+
+    def __init__(self, seed=None, subsequence=0):
+        self._seed = secrets.randbits(64) if seed is None else check_seed(seed)
+        self._subsequence = check_subsequence(subsequence)
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def subsequence(self) -> int:
+        return self._subsequence
+
+    @property
+    def position(self) -> int:
+        """The next block a call will use."""
+        return self._position
+
+    cdef void _acquire(self):
+        # Wait with the GIL released: the thread holding the lock may need the GIL to finish
+        # (a collection it triggers can run Python code, which lets other threads in).
+        if not PyThread_acquire_lock(self._lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self._lock, WAIT_LOCK)
+
+    cdef int _check_room(self, object blocks) except -1:
+        left = BLOCK_LIMIT - self._position
+        if blocks > left:
+            raise OverflowError(
+                f"the stream (seed={self._seed}, subsequence={self._subsequence}) has {left} "
+                f"blocks left, the call needs {blocks}; use another subsequence or seed")
+        return 0
+
+    cdef object _reserve(self, object blocks, uint64_t *seed, uint64_t *subsequence):
+        """reserve(blocks), also giving the seed and subsequence the blocks belong to, read
+        under the same lock (a concurrent manual_seed cannot pair them with another stream)."""
+        self._acquire()
+        try:
+            self._check_room(blocks)
+            start = self._position
+            self._position = start + blocks
+            seed[0] = self._seed
+            subsequence[0] = self._subsequence
+        finally:
+            PyThread_release_lock(self._lock)
+        return start
+
+    def check_room(self, blocks) -> None:
+        """Raises OverflowError when `blocks` more blocks would run past the last block of the
+        subsequence (2**64 - 1)."""
+        self._check_room(blocks)
+
+    def reserve(self, blocks) -> int:
+        """Reserves `blocks` consecutive blocks and returns the first.
+
+        Raises OverflowError, leaving the stream unchanged, when they would run past the last
+        block of the subsequence (see `check_room`).
+        """
+        cdef uint64_t seed, subsequence
+        blocks = operator.index(blocks)
+        if blocks < 0:
+            raise ValueError(f"blocks must be at least 0, got {blocks}")
+        return self._reserve(blocks, &seed, &subsequence)
+
+    def manual_seed(self, seed, subsequence=0) -> None:
+        """Restarts the stream at block 0 of (seed, subsequence)."""
+        cdef uint64_t checked_seed = check_seed(seed)
+        cdef uint64_t checked_subsequence = check_subsequence(subsequence)
+        self._acquire()
+        self._seed, self._subsequence, self._position = checked_seed, checked_subsequence, 0
+        PyThread_release_lock(self._lock)
+
+    def spawn(self, subsequence=0) -> Stream:
+        """A new stream on `subsequence` whose seed is the next block of this one: reproducible
+        child streams, e.g. one per layer, that all follow from a single manual_seed."""
+        subsequence = check_subsequence(subsequence)
+        cdef uint64_t seed, high
+        start = self._reserve(1, &seed, &high)
+        words = philox_words(seed, high, start, 1)
+        return Stream(int(words[0]) | int(words[1]) << 32, subsequence)
+
+    def __reduce__(self):
+        return Stream, (self._seed, self._subsequence), self._position
+
+    def __setstate__(self, position):
+        position = operator.index(position)
+        if not 0 <= position <= BLOCK_LIMIT:
+            raise ValueError(f"position must be in [0, 2**64], got {position}")
+        self._position = position
+
+    def __repr__(self) -> str:
+        return (f"Stream(seed={self._seed}, subsequence={self._subsequence}, "
+                f"position={self._position})")
+
+
+cdef class DropoutMask:
+    """The record of one dropout call, everything backward needs to mask the gradient the same way.
+
+    By default it holds only the stream coordinates (seed, subsequence, start block) and the
+    shapes, a few dozen bytes whatever the array size; backward regenerates the decisions.  With
+    ``store="bits"`` it also holds the decisions packed one bit each (`bits`, a uint8 array:
+    bit j % 8 of byte j // 8 for decision j), which backward reads instead.
+
+    Masks come from `fastdrop.dropout`; the constructor checks its arguments as strictly, so a
+    hand-made mask cannot make backward read or write outside its arrays.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the array the mask was made for.
+    shared_axes : tuple of int
+        Axes along which one decision is broadcast, sorted.
+    mask_shape : tuple of int
+        ``shape`` with the shared axes set to 1: one decision per element of this shape.
+    keep_prob : float
+    mode : {"inverted", "classic", "alpha"}
+    training : bool
+        False for an evaluation-mode call, which draws nothing: every unit passes.
+    seed, subsequence, start : int or None
+        Where in the Philox stream the decisions were read (None in evaluation mode).
+    bits : numpy.ndarray or None
+        The packed decisions when stored.  May be set to None (backward then regenerates
+        them) or to another C-contiguous uint8 array of the same length.
+    """
+
+    cdef readonly tuple shape
+    cdef readonly tuple shared_axes
+    cdef readonly double keep_prob
+    cdef readonly str mode
+    cdef readonly bint training
+    cdef readonly object seed
+    cdef readonly object subsequence
+    cdef readonly object start
+    cdef object _bits
+
+    def __init__(self, shape, shared_axes, keep_prob, mode, training, seed=None,
+                 subsequence=None, start=None, bits=None):
+        shape = tuple(shape)
+        for n in shape:
+            if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise ValueError(f"shape must hold non-negative ints, got {shape!r}")
+        self.shape = tuple(int(n) for n in shape)
+        self.shared_axes = check_shared_axes(shared_axes, len(shape))
+        self.keep_prob = check_keep_prob(keep_prob)
+        self.mode = check_choice("mode", mode, MODES)
+        self.training = check_flag("training", training)
+        if self.training:
+            self.seed = check_seed(seed)
+            self.subsequence = check_subsequence(subsequence)
+            self.start = check_integer("start", start, BLOCK_LIMIT)
+        elif (seed, subsequence, start, bits) != (None, None, None, None):
+            raise ValueError("an evaluation mask has no seed, subsequence, start or bits")
+        self.bits = bits
+
+    @property
+    def bits(self):
+        return self._bits
+
+    @bits.setter
+    def bits(self, value):
+        if value is not None:
+            nbytes = packed_nbytes(self.size)
+            if (not cnp.PyArray_Check(value) or value.dtype != np.uint8 or value.ndim != 1
+                    or not value.flags.c_contiguous or value.shape[0] != nbytes):
+                raise ValueError(f"bits must be None or a C-contiguous uint8 array of {nbytes} "
+                                 f"bytes (one bit per decision), got {value!r:.80}")
+            if not self.training:
+                raise ValueError("an evaluation mask has no bits")
+        self._bits = value
+
+    @property
+    def size(self) -> int:
+        """Number of decisions."""
+        return math.prod(self.mask_shape)
+
+    @property
+    def mask_shape(self) -> tuple:
+        return mask_shape(self.shape, self.shared_axes)
+
+    cdef inline bint _draws(self):
+        return self.training and self.keep_prob < 1.0
+
+    @property
+    def draws(self) -> bool:
+        """Whether some unit may be dropped: training with keep_prob < 1."""
+        return self._draws()
+
+    def to_bool(self) -> np.ndarray:
+        """The decisions as a boolean array of `mask_shape`, True where the unit is kept."""
+        size = self.size
+        if not self._draws() or not size:
+            return np.ones(self.mask_shape, dtype=bool)
+        bits = self._bits
+        if bits is None:
+            bits = mask_generate(self.mask_shape, (), self.seed, self.subsequence, self.start,
+                                 threshold_for(self.keep_prob), False, packed_nbytes(size))
+        flat = np.unpackbits(bits, count=size, bitorder="little").view(bool)
+        return flat.reshape(self.mask_shape)
+
+    def _fields(self):
+        return (self.shape, self.shared_axes, self.keep_prob, self.mode, self.training,
+                self.seed, self.subsequence, self.start)
+
+    def __eq__(self, other):
+        if not isinstance(other, DropoutMask):
+            return NotImplemented
+        cdef DropoutMask that = <DropoutMask>other
+        same_bits = (self._bits is None) == (that._bits is None) and (
+            self._bits is None or np.array_equal(self._bits, that._bits))
+        return same_bits and self._fields() == that._fields()
+
+    __hash__ = None  # masks are mutable records (bits may be replaced), compared by value
+
+    def __reduce__(self):
+        return DropoutMask, self._fields() + (self._bits,)
+
+    def __repr__(self) -> str:
+        where = (f"seed={self.seed}, subsequence={self.subsequence}, start={self.start}"
+                 if self.training else "evaluation")
+        stored = "" if self._bits is None else f", bits={self._bits.nbytes} bytes"
+        return (f"DropoutMask(shape={self.shape}, mask_shape={self.mask_shape}, "
+                f"keep_prob={self.keep_prob}, mode={self.mode!r}, {where}{stored})")
+
+
+cdef DropoutMask _record(tuple shape, tuple shared_axes, double keep_prob, str mode,
+                         bint training, object seed, object subsequence, object start,
+                         object bits):
+    """The mask of a call whose arguments forward has already checked."""
+    cdef DropoutMask mask = DropoutMask.__new__(DropoutMask)
+    mask.shape = shape
+    mask.shared_axes = shared_axes
+    mask.keep_prob = keep_prob
+    mask.mode = mode
+    mask.training = training
+    mask.seed = seed
+    mask.subsequence = subsequence
+    mask.start = start
+    mask._bits = bits
+    return mask
+
+
+# The stream of calls given neither seed= nor stream=.
+DEFAULT_STREAM = Stream()
+
+
+def layer_stream(seed, subsequence) -> Stream:
+    """The stream a layer owns: Stream(seed, subsequence), or, without a seed, one spawned from
+    the default stream, so that fastdrop.manual_seed before building a network makes it
+    reproducible."""
+    return DEFAULT_STREAM.spawn(subsequence) if seed is None else Stream(seed, subsequence)
+
+
+# ---------------------------------------------------------------------------------------------
 # The front end, shared by fastdrop's functions and fastdrop.reference: every argument is checked
 # here, before anything is drawn or written, so a refused call leaves x, dy, out= and the stream
 # exactly as they were.  The arithmetic is then done by the C core (engine None) or by a Python
@@ -430,19 +745,37 @@ cdef object _identity(cnp.ndarray src, object out):
     return out
 
 
-cdef int _engine(object engine, bint forward, cnp.ndarray src, cnp.ndarray out, object mask,
-                 tuple op, int dtype) except -1:
+# The last answer of kernel_op, as (keep_prob, mode, dtype descriptor, forward, op): a training
+# loop asks the same question call after call, and this check is cheaper than lru_cache's
+# hashing.  One tuple, replaced whole, so that threads never see half of an update.
+cdef tuple _last_op = (None, None, None, None, None)
+
+
+cdef tuple _kernel_op(double q, str mode, cnp.ndarray array, bint forward):
+    """kernel_op(q, mode, array.dtype, forward)."""
+    global _last_op
+    cdef tuple last = _last_op
+    descr = <object>cnp.PyArray_DESCR(array)
+    if last[2] is descr and last[0] == q and last[1] == mode and last[3] == forward:
+        return last[4]
+    op = kernel_op(q, mode, array.dtype, forward)
+    _last_op = (q, mode, descr, forward, op)
+    return op
+
+
+cdef int _engine(object engine, bint forward, cnp.ndarray src, cnp.ndarray out,
+                 DropoutMask mask, tuple op, int dtype) except -1:
     if engine is not None:
         engine(forward, src, out, mask, op)
-    elif mask.draws:
+    elif mask._draws():
         _run(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
-             threshold_for(mask.keep_prob), False, op, dtype, mask.bits)
+             threshold_for(mask.keep_prob), False, op, dtype, mask._bits)
     else:
         _run(True, src, out, (), 0, 0, 0, 0, True, op, dtype, None)
     return 0
 
 
-cdef object _scaled(object engine, int dtype, cnp.ndarray src, object out, object mask):
+cdef object _scaled(object engine, int dtype, cnp.ndarray src, object out, DropoutMask mask):
     """keep_prob * src in the compute precision: classic dropout's evaluation, and its
     gradient."""
     factor = float(compute_dtype(src.dtype).type(mask.keep_prob))
@@ -464,9 +797,10 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
     seed = _check_stream(seed, stream)
     if out is not None:
         check_out(out, array, "x")
-    shape = x.shape
+    cdef tuple shape = x.shape
+    cdef DropoutMask mask
     if not training_call:
-        mask = DropoutMask(shape, axes, q, mode, False)
+        mask = _record(shape, axes, q, mode, False, None, None, None, None)
         if mode == "classic":
             return _scaled(engine, dtype, array, out, mask), mask
         return _identity(array, out), mask
@@ -474,29 +808,30 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
     size = math.prod(mask_shape(shape, axes)) if axes else cnp.PyArray_SIZE(array)
     blocks = blocks_for(size)
     # Refuse a call the stream cannot serve before allocating anything (its output could be far
-    # larger than memory); stream.reserve below checks again, atomically.
+    # larger than memory); the reservation below checks again, atomically.
+    cdef Stream source = None
     if seed is not None:
         if blocks > BLOCK_LIMIT:
             raise OverflowError(f"x needs {blocks} stream blocks, more than the 2**64 a stream has")
     else:
-        stream = stream if stream is not None else DEFAULT_STREAM
-        stream.check_room(blocks)
+        source = <Stream>(stream if stream is not None else DEFAULT_STREAM)
+        source._check_room(blocks)
     # Allocate before the stream moves: a call that fails for want of memory leaves it in place.
     bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
     if out is None and q < 1.0:
         out = np.empty_like(array)
-    if seed is not None:
-        subsequence, start = 0, 0
+    cdef uint64_t stream_seed, subsequence
+    if source is None:
+        mask = _record(shape, axes, q, mode, True, seed, 0, 0, bits)
     else:
-        start = stream.reserve(blocks)
-        seed, subsequence = stream.seed, stream.subsequence
-    mask = DropoutMask(shape, axes, q, mode, True, seed, subsequence, start, bits)
+        start = source._reserve(blocks, &stream_seed, &subsequence)
+        mask = _record(shape, axes, q, mode, True, stream_seed, subsequence, start, bits)
     if q == 1.0:
         if bits is not None:
             bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
         return _identity(array, out), mask
     if size:  # with no decisions there is nothing to draw, and start may be 2**64
-        _engine(engine, True, array, out, mask, kernel_op(q, mode, array.dtype, True), dtype)
+        _engine(engine, True, array, out, mask, _kernel_op(q, mode, array, True), dtype)
     return out, mask
 
 
@@ -507,18 +842,20 @@ def backward(engine, dy, mask, out):
     if not isinstance(mask, DropoutMask):
         raise TypeError(f"mask must be the DropoutMask returned by dropout, got "
                         f"{type(mask).__name__}")
-    if dy.shape != mask.shape:
-        raise ValueError(f"dy has shape {dy.shape} but the mask was made for shape {mask.shape}")
+    cdef DropoutMask record = <DropoutMask>mask
+    if dy.shape != record.shape:
+        raise ValueError(f"dy has shape {dy.shape} but the mask was made for shape "
+                         f"{record.shape}")
     if out is not None:
         check_out(out, array, "dy")
-    if not mask.draws:
+    if not record._draws():
         # Evaluation is y = q * x (classic) or y = x; keep_prob = 1 trains as y = x.
-        if mask.mode == "classic" and not mask.training:
-            return _scaled(engine, dtype, array, out, mask)
+        if record.mode == "classic" and not record.training:
+            return _scaled(engine, dtype, array, out, record)
         return _identity(array, out)
     if out is None:
         out = np.empty_like(array)
-    if mask.size:
-        _engine(engine, False, array, out, mask,
-                kernel_op(mask.keep_prob, mask.mode, array.dtype, False), dtype)
+    if cnp.PyArray_SIZE(array):  # an empty dy has nothing to write (its mask may not be empty)
+        _engine(engine, False, array, out, record,
+                _kernel_op(record.keep_prob, record.mode, array, False), dtype)
     return out

@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 from fastdrop import _core
-from fastdrop._stream import DropoutMask, Stream, compute_dtype, threshold_for
+from fastdrop._core import DropoutMask, Stream, threshold_for
+from fastdrop._stream import compute_dtype
 
 __all__ = ["philox4x32_10", "philox_words", "keep_rule", "refinement_draw", "decisions",
            "mask_to_bool", "dropout", "dropout_backward"]

@@ -35,7 +35,7 @@ except ImportError as error:  # pragma: no cover - exercised only where torch is
 
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
-from fastdrop._stream import DropoutMask, Stream, layer_stream
+from fastdrop._core import DropoutMask, Stream, layer_stream
 
 __all__ = [
     "AlphaDropout",

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import fastdrop
 from fastdrop import reference
-from fastdrop._stream import scale_for, threshold_for
+from fastdrop._core import threshold_for
+from fastdrop._stream import scale_for
 
 DTYPES = [np.float32, np.float64]
 

@@ -450,6 +450,86 @@ def test_backward_mask_not_a_dropout_mask(impl, bad_mask, dy):
     assert_refused(TypeError, "mask", lambda: impl.dropout_backward(dy, bad_mask), dy)
 
 
+# A hand-made DropoutMask: checked when built, so that backward never trusts a bad one.
+GOOD_MASK = dict(shape=(4, 6), shared_axes=(), keep_prob=0.5, mode="inverted", training=True,
+                 seed=1, subsequence=0, start=0)
+
+
+@pytest.mark.parametrize("field,value,exc", [
+    ("shape", (4, -6), ValueError), ("shape", (4, 6.0), ValueError),
+    ("shared_axes", (2,), ValueError), ("shared_axes", (70,), ValueError),
+    ("shared_axes", (0, 0), ValueError), ("keep_prob", 0.0, ValueError),
+    ("keep_prob", "0.5", TypeError), ("mode", "gaussian", ValueError),
+    ("training", 1, TypeError), ("seed", None, TypeError), ("seed", 2**64, ValueError),
+    ("subsequence", 2**63, ValueError), ("start", -1, ValueError),
+    ("start", 2**64, ValueError), ("bits", np.zeros(2, np.uint8), ValueError)])
+def test_hand_made_mask_refused(field, value, exc):
+    """DropoutMask(...) checks every field as dropout checks its arguments (an axis past the
+    array's rank would otherwise reach the C core); the error names the field."""
+    name = "shared_axes" if field == "shared_axes" else field
+    assert_refused(exc, name, lambda: fastdrop.DropoutMask(**dict(GOOD_MASK, **{field: value})))
+
+
+def test_hand_made_mask_equals_dropouts():
+    """A mask built from the same fields as dropout's is equal to it and gives the same
+    gradient; an evaluation mask has no stream coordinates."""
+    dy = np.random.default_rng(2).standard_normal((4, 6)).astype(np.float32)
+    _, made = fastdrop.dropout(dy, 0.5, seed=1, store="bits")
+    built = fastdrop.DropoutMask(**GOOD_MASK, bits=made.bits.copy())
+    assert built == made
+    np.testing.assert_array_equal(fastdrop.dropout_backward(dy, built),
+                                  fastdrop.dropout_backward(dy, made))
+    assert_refused(ValueError, "evaluation",
+                   lambda: fastdrop.DropoutMask((3,), (), 0.5, "inverted", False, seed=1))
+
+
+@pytest.mark.parametrize("bits", [np.zeros(2, np.uint8), np.zeros(3, np.int8),
+                                  np.zeros((1, 3), np.uint8), np.zeros(6, np.uint8)[::2],
+                                  [0, 0, 0]],
+                         ids=["short", "int8", "2-d", "strided", "list"])
+def test_mask_bits_replacement_refused(bits):
+    """bits may become None or another C-contiguous uint8 array of the right length, nothing
+    else: backward reads it blindly."""
+    _, mask = fastdrop.dropout(np.ones((4, 6), np.float32), 0.5, seed=1, store="bits")
+    before = mask.bits
+
+    def replace():
+        mask.bits = bits
+
+    assert_refused(ValueError, "bits", replace)
+    assert mask.bits is before
+    mask.bits = ~before
+    np.testing.assert_array_equal(mask.to_bool().ravel(),
+                                  ~np.unpackbits(before, bitorder="little").view(bool)[:24])
+    _, evaluation = fastdrop.dropout(np.ones(3), 0.5, training=False)
+
+    def give_bits():
+        evaluation.bits = np.zeros(1, np.uint8)
+
+    assert_refused(ValueError, "bits", give_bits)
+
+
+@pytest.mark.parametrize("blocks,exc", [(-1, ValueError), (1.5, TypeError), ("1", TypeError)])
+def test_reserve_refuses_bad_counts(blocks, exc):
+    """Stream.reserve takes a non-negative int; the stream stays where it was."""
+    s = fastdrop.Stream(1)
+    s.reserve(3)
+    with pytest.raises(exc):
+        s.reserve(blocks)
+    assert s.position == 3
+
+
+def test_unpickled_stream_position_checked():
+    """A pickled stream's position is checked on the way back in: past 2**64 is refused."""
+    s = fastdrop.Stream(4)
+    constructor, arguments, position = s.__reduce__()
+    assert position == 0
+    restored = constructor(*arguments)
+    with pytest.raises(ValueError, match="position"):
+        restored.__setstate__(2**64 + 1)
+    restored.__setstate__(2**64)
+    assert restored.position == 2**64
+
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("case", list(bad_outs(np.zeros((4, 6), np.float32))))
 def test_backward_out_refused(impl, case, dy, mask):

@@ -19,7 +19,8 @@ import pytest
 import fastdrop
 from fastdrop import _core, reference
 from fastdrop._core import STORAGE_TYPES
-from fastdrop._stream import kernel_op, packed_nbytes, threshold_for
+from fastdrop._core import packed_nbytes, threshold_for
+from fastdrop._stream import kernel_op
 
 pytestmark = pytest.mark.usefixtures("every_simd_path")
 

@@ -43,7 +43,8 @@ import randomgen
 
 import fastdrop
 from fastdrop import _core, reference
-from fastdrop._stream import alpha_constants, threshold_for
+from fastdrop._core import threshold_for
+from fastdrop._stream import alpha_constants
 
 GiB = 2**30
 SEED = 7

@@ -20,7 +20,8 @@ from randomgen import Philox
 
 import fastdrop
 from fastdrop import reference
-from fastdrop._stream import compute_dtype, kernel_op, threshold_for
+from fastdrop._core import threshold_for
+from fastdrop._stream import compute_dtype, kernel_op
 
 try:  # bfloat16 comes with the optional ml_dtypes package
     import ml_dtypes
