@@ -209,6 +209,18 @@ static inline uint64_t fd_load_bits(const uint8_t *bytes, size_t n)
     return word;
 }
 
+/* Applies eight decisions (the low bits of `word`, lane i reading bit i after the shift to the
+ * sign) to eight elements; the loops below step `word` by 8 bits per call. */
+#define FD_AVX2_APPLY8(suffix, in, out, word)                                                  \
+    do {                                                                                       \
+        __m256 v = _mm256_mul_ps(load8_##suffix(in), scale);                                   \
+        if (affine)                                                                            \
+            v = _mm256_add_ps(v, shift);                                                       \
+        store8_##suffix(out, _mm256_blendv_ps(dropped, v, keep_signs8(word)));                 \
+    } while (0)
+
+/* Whole words of four decision bytes first, unrolled, then the last bytes.  `affine` is read
+ * once: `out` may alias anything, so the compiler would otherwise reload p->affine per vector. */
 #define FD_AVX2_BODY(suffix, storage)                                                          \
     FD_AVX2 static void body_##suffix##_avx2(const char *in, char *out, size_t nbytes,         \
                                              const uint8_t *bytes, const fd_params *p)         \
@@ -216,17 +228,20 @@ static inline uint64_t fd_load_bits(const uint8_t *bytes, size_t n)
         const __m256 scale = _mm256_set1_ps((float)p->scale);                                  \
         const __m256 shift = _mm256_set1_ps((float)p->shift);                                  \
         const __m256 dropped = _mm256_set1_ps((float)p->dropped);                              \
+        const int affine = p->affine;                                                          \
         const size_t step = 8 * sizeof(storage);                                               \
-        for (size_t b = 0; b < nbytes; b += 4) {                                               \
-            size_t n = nbytes - b < 4 ? nbytes - b : 4;                                        \
-            __m256i word = _mm256_set1_epi32((int)(uint32_t)fd_load_bits(bytes + b, n));       \
-            for (size_t k = 0; k < n; k++, in += step, out += step) {                          \
-                __m256 v = _mm256_mul_ps(load8_##suffix(in), scale);                           \
-                if (p->affine)                                                                 \
-                    v = _mm256_add_ps(v, shift);                                               \
-                store8_##suffix(out, _mm256_blendv_ps(dropped, v, keep_signs8(word)));         \
-                word = _mm256_srli_epi32(word, 8);                                             \
-            }                                                                                  \
+        size_t b = 0;                                                                          \
+        for (; b + 4 <= nbytes; b += 4, in += 4 * step, out += 4 * step) {                     \
+            __m256i word = _mm256_set1_epi32((int)(uint32_t)fd_load_bits(bytes + b, 4));       \
+            FD_AVX2_APPLY8(suffix, in, out, word);                                             \
+            FD_AVX2_APPLY8(suffix, in + step, out + step, _mm256_srli_epi32(word, 8));         \
+            FD_AVX2_APPLY8(suffix, in + 2 * step, out + 2 * step, _mm256_srli_epi32(word, 16)); \
+            FD_AVX2_APPLY8(suffix, in + 3 * step, out + 3 * step, _mm256_srli_epi32(word, 24)); \
+        }                                                                                      \
+        __m256i word = _mm256_set1_epi32((int)(uint32_t)fd_load_bits(bytes + b, nbytes - b));  \
+        for (; b < nbytes; b++, in += step, out += step) {                                     \
+            FD_AVX2_APPLY8(suffix, in, out, word);                                             \
+            word = _mm256_srli_epi32(word, 8);                                                 \
         }                                                                                      \
     }
 
@@ -234,22 +249,35 @@ FD_AVX2_BODY(f16, uint16_t)
 FD_AVX2_BODY(bf16, uint16_t)
 FD_AVX2_BODY(f32, float)
 
+/* As FD_AVX2_APPLY8, four doubles: the low four bits of `word`. */
+#define FD_AVX2_APPLY4_F64(in, out, word)                                                      \
+    do {                                                                                       \
+        __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)(in)), scale);               \
+        if (affine)                                                                            \
+            v = _mm256_add_pd(v, shift);                                                       \
+        _mm256_storeu_pd((double *)(out), _mm256_blendv_pd(dropped, v, keep_signs4(word)));    \
+    } while (0)
+
+/* As FD_AVX2_BODY: whole bytes of decisions (two vectors each) unrolled, then the last bytes. */
 FD_AVX2 static void body_f64_avx2(const char *in, char *out, size_t nbytes, const uint8_t *bytes,
                                   const fd_params *p)
 {
     const __m256d scale = _mm256_set1_pd(p->scale);
     const __m256d shift = _mm256_set1_pd(p->shift);
     const __m256d dropped = _mm256_set1_pd(p->dropped);
-    for (size_t b = 0; b < nbytes; b += 8) {
-        size_t n = nbytes - b < 8 ? nbytes - b : 8;
-        __m256i word = _mm256_set1_epi64x((long long)fd_load_bits(bytes + b, n));
-        for (size_t k = 0; k < 2 * n; k++, in += 32, out += 32) {
-            __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)in), scale);
-            if (p->affine)
-                v = _mm256_add_pd(v, shift);
-            _mm256_storeu_pd((double *)out, _mm256_blendv_pd(dropped, v, keep_signs4(word)));
-            word = _mm256_srli_epi64(word, 4);
-        }
+    const int affine = p->affine;
+    size_t b = 0;
+    for (; b + 2 <= nbytes; b += 2, in += 128, out += 128) {
+        __m256i word = _mm256_set1_epi64x((long long)fd_load_bits(bytes + b, 2));
+        FD_AVX2_APPLY4_F64(in, out, word);
+        FD_AVX2_APPLY4_F64(in + 32, out + 32, _mm256_srli_epi64(word, 4));
+        FD_AVX2_APPLY4_F64(in + 64, out + 64, _mm256_srli_epi64(word, 8));
+        FD_AVX2_APPLY4_F64(in + 96, out + 96, _mm256_srli_epi64(word, 12));
+    }
+    if (b < nbytes) {
+        __m256i word = _mm256_set1_epi64x((long long)bytes[b]);
+        FD_AVX2_APPLY4_F64(in, out, word);
+        FD_AVX2_APPLY4_F64(in + 32, out + 32, _mm256_srli_epi64(word, 4));
     }
 }
 

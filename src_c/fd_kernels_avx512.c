@@ -161,12 +161,13 @@ FD_AVX512 static inline void store16_bf16(char *out, __m512 v)
         const __m512 scale = _mm512_set1_ps((float)p->scale);                                  \
         const __m512 shift = _mm512_set1_ps((float)p->shift);                                  \
         const __m512 dropped = _mm512_set1_ps((float)p->dropped);                              \
+        const int affine = p->affine; /* read once: out may alias p (see the AVX2 bodies) */    \
         const size_t step = 16 * sizeof(storage);                                              \
         size_t b = 0;                                                                          \
         for (; b + 2 <= nbytes; b += 2, in += step, out += step) {                             \
             __mmask16 keep = (__mmask16)(bytes[b] | bytes[b + 1] << 8);                        \
             __m512 v = _mm512_mul_ps(load16_##suffix(in), scale);                              \
-            if (p->affine)                                                                     \
+            if (affine)                                                                        \
                 v = _mm512_add_ps(v, shift);                                                   \
             store16_##suffix(out, _mm512_mask_blend_ps(keep, dropped, v));                     \
         }                                                                                      \
@@ -188,9 +189,10 @@ FD_AVX512 static void body_f64_avx512(const char *in, char *out, size_t nbytes,
     const __m512d scale = _mm512_set1_pd(p->scale);
     const __m512d shift = _mm512_set1_pd(p->shift);
     const __m512d dropped = _mm512_set1_pd(p->dropped);
+    const int affine = p->affine;
     for (size_t b = 0; b < nbytes; b++, in += 64, out += 64) {
         __m512d v = _mm512_mul_pd(_mm512_loadu_pd((const double *)in), scale);
-        if (p->affine)
+        if (affine)
             v = _mm512_add_pd(v, shift);
         _mm512_storeu_pd((double *)out, _mm512_mask_blend_pd((__mmask8)bytes[b], dropped, v));
     }
