@@ -53,18 +53,23 @@ FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m25
     c[3] = _mm256_set1_epi32((int)(uint32_t)(subsequence >> 32));
 }
 
-/* Blocks first .. first + 15: x[g][w] holds word w of block first + 8 g + lane.  The two groups
- * of eight are independent and interleaved round by round: a round is a chain of multiply,
- * shuffle and xor latencies, and a second chain keeps the execution units busy meanwhile. */
-FD_AVX2 static inline void philox8x2(const philox8_keys *keys, uint64_t first,
-                                     uint64_t subsequence, __m256i x[2][4])
+/* Blocks first .. first + 8 * groups - 1: x[g][w] holds word w of block first + 8 g + lane.  The
+ * groups are independent and interleaved round by round: a round is a chain of multiply, shuffle
+ * and xor latencies, and the other groups' chains keep the execution units busy meanwhile.  Four
+ * groups measured 10 % faster than two on Zen 3 (five and six, no better: registers run out).
+ * Always inlined, so that each call's constant `groups` unrolls the loops. */
+#define FD_PHILOX_GROUPS 4
+
+FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
+    const philox8_keys *keys, uint64_t first, uint64_t subsequence, int groups,
+    __m256i x[][4])
 {
     const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
     const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
-    counters8(first, subsequence, x[0]);
-    counters8(first + 8, subsequence, x[1]);
+    for (int g = 0; g < groups; g++)
+        counters8(first + 8 * (uint64_t)g, subsequence, x[g]);
     for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
-        for (int g = 0; g < 2; g++) {
+        for (int g = 0; g < groups; g++) {
             __m256i hi0, lo0, hi1, lo1;
             mulhilo8(m0, x[g][0], &hi0, &lo0);
             mulhilo8(m1, x[g][2], &hi1, &lo1);
@@ -121,22 +126,30 @@ FD_AVX2 static inline void decide8(const fd_params *p, uint64_t j_first, const _
     memcpy(bytes, all, (size_t)count);
 }
 
+/* Whole steps of FD_PHILOX_GROUPS groups (8 bytes of decisions each), then the last bytes one
+ * group at a time, so that a short tile (channel dropout, the end of an array) draws no block it
+ * does not use. */
 FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
                                 fd_prefetch *ahead)
 {
     philox8_keys keys;
     philox8_keys_init(&keys, p->seed);
     uint64_t first = p->start + j0 / 8;
-    fd_prefetch_plan(ahead, (nbytes + 15) / 16);
-    for (uint64_t b = 0; b < nbytes; b += 16) {
+    const uint64_t step = 8 * FD_PHILOX_GROUPS;
+    fd_prefetch_plan(ahead, nbytes / step + (nbytes % step + 7) / 8);
+    uint64_t b = 0;
+    for (; b + step <= nbytes; b += step) {
         fd_prefetch_step(ahead);
-        __m256i x[2][4];
-        philox8x2(&keys, first + b, p->subsequence, x);
-        for (uint64_t g = 0; g < 2 && b + 8 * g < nbytes; g++) {
-            uint64_t done = b + 8 * g;
-            uint64_t count = nbytes - done < 8 ? nbytes - done : 8;
-            decide8(p, j0 + 8 * done, x[g], count, bits + done);
-        }
+        __m256i x[FD_PHILOX_GROUPS][4];
+        philox8_groups(&keys, first + b, p->subsequence, FD_PHILOX_GROUPS, x);
+        for (uint64_t g = 0; g < FD_PHILOX_GROUPS; g++)
+            decide8(p, j0 + 8 * (b + 8 * g), x[g], 8, bits + b + 8 * g);
+    }
+    for (; b < nbytes; b += 8) {
+        fd_prefetch_step(ahead);
+        __m256i x[1][4];
+        philox8_groups(&keys, first + b, p->subsequence, 1, x);
+        decide8(p, j0 + 8 * b, x[0], nbytes - b < 8 ? nbytes - b : 8, bits + b);
     }
 }
 
