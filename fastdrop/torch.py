@@ -132,12 +132,13 @@ class _OutputCache:
     """Freed output blocks, newest last, each kept for the next output of exactly its size;
     those beyond `limit` bytes in all are released, oldest first.
 
-    A re-entrant lock: a collection run while it is held may free a loan, whose return takes it
-    again on the same thread.
+    A loan that dies while the lock is held does not wait for it: its block is freed instead.
+    The holder may be its own thread (a collection triggered inside the cache's code runs the
+    loan's finaliser there), and the list must not change under it.
     """
 
     def __init__(self, limit: int) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._blocks: List[np.ndarray] = []
         self._held = 0
         self._limit = limit
@@ -157,15 +158,19 @@ class _OutputCache:
         return np.asarray(_Loan(block, self))
 
     def give_back(self, block: np.ndarray) -> None:
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             self._blocks.append(block)
             self._held += block.nbytes
             self._release_beyond(self._limit)
+        finally:
+            self._lock.release()
 
     def _release_beyond(self, limit: int) -> None:
-        with self._lock:
-            while self._held > limit:
-                self._held -= self._blocks.pop(0).nbytes
+        """Drops the oldest blocks until at most `limit` bytes are held; the lock is held."""
+        while self._held > limit:
+            self._held -= self._blocks.pop(0).nbytes
 
     def held(self) -> int:
         return self._held
@@ -177,7 +182,8 @@ class _OutputCache:
         return previous
 
     def clear(self) -> None:
-        self._release_beyond(0)
+        with self._lock:
+            self._release_beyond(0)
 
 
 _OUTPUT_CACHE = _OutputCache(_DEFAULT_CACHE_LIMIT)

@@ -561,6 +561,25 @@ def test_small_and_non_contiguous_outputs_bypass_the_cache(fresh_cache, large_in
     assert fdt.cached_bytes() == 0
 
 
+def test_a_loan_dying_while_the_cache_is_busy_frees_its_block(fresh_cache, large_input):
+    """An output freed while the cache's lock is held (by another thread, or by the cache's own
+    code when a collection runs a finaliser inside it) does not wait: its block is released,
+    and the cache is unchanged."""
+    import threading
+
+    x, _ = large_input
+    y = fdt.dropout(x, 0.3, seed=11)
+    box = [y]
+    del y
+    freer = threading.Thread(target=box.clear)  # drops the last reference to the output
+    with fdt._OUTPUT_CACHE._lock:
+        freer.start()
+        freer.join(timeout=10)
+        returned = not freer.is_alive()
+    freer.join()
+    assert returned and fdt.cached_bytes() == 0
+
+
 def test_threads_share_the_cache(fresh_cache, large_input):
     """Threads taking and returning blocks at once get whole, right outputs and never a block
     another thread is using."""
