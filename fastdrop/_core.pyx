@@ -280,7 +280,12 @@ cpdef uint64_t threshold_for(double keep_prob):
 
 
 cdef class Stream:
-    """A position in a Philox4x32-10 random stream: (seed, subsequence, next block).
+    # The first lines give the class its signature (inspect reads it from an extension type's
+    # docstring); Python shows the docstring without them.
+    """Stream(seed=None, subsequence=0)
+--
+
+A position in a Philox4x32-10 random stream: (seed, subsequence, next block).
 
     Every training-mode call that draws from a stream reserves the blocks its decisions need and
     moves the stream past them, so successive calls get fresh masks while the whole sequence
@@ -412,7 +417,10 @@ cdef class Stream:
 
 
 cdef class DropoutMask:
-    """The record of one dropout call, everything backward needs to mask the gradient the same way.
+    """DropoutMask(shape, shared_axes, keep_prob, mode, training, seed=None, subsequence=None, start=None, bits=None)
+--
+
+The record of one dropout call, everything backward needs to mask the gradient the same way.
 
     By default it holds only the stream coordinates (seed, subsequence, start block) and the
     shapes, a few dozen bytes whatever the array size; backward regenerates the decisions.  With

@@ -167,6 +167,19 @@ def test_stream_spawn_is_reproducible(restore_default_stream):
     assert first[0].seed == int(words[0]) | int(words[1]) << 32
 
 
+def test_compiled_classes_have_signatures():
+    """Stream and DropoutMask are compiled classes; inspect (and so help() and IDEs) still sees
+    their constructors' signatures, and their docstrings start with the summary."""
+    import inspect
+
+    assert str(inspect.signature(fastdrop.Stream)) == "(seed=None, subsequence=0)"
+    assert list(inspect.signature(fastdrop.DropoutMask).parameters) == [
+        "shape", "shared_axes", "keep_prob", "mode", "training", "seed", "subsequence", "start",
+        "bits"]
+    assert fastdrop.Stream.__doc__.startswith("A position in a Philox4x32-10 random stream")
+    assert fastdrop.DropoutMask.__doc__.startswith("The record of one dropout call")
+
+
 def test_reserve_returns_start_and_moves():
     """reserve(k) returns the old position and moves by k."""
     s = fastdrop.Stream(0)
