@@ -523,7 +523,7 @@ The record of one dropout call, everything backward needs to mask the gradient t
         flat = np.unpackbits(bits, count=size, bitorder="little").view(bool)
         return flat.reshape(self.mask_shape)
 
-    def _fields(self):
+    cdef tuple _fields(self):
         return (self.shape, self.shared_axes, self.keep_prob, self.mode, self.training,
                 self.seed, self.subsequence, self.start)
 
