@@ -68,6 +68,7 @@ FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
     const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
     for (int g = 0; g < groups; g++)
         counters8(first + 8 * (uint64_t)g, subsequence, x[g]);
+    FD_UNROLL(FD_PHILOX_ROUNDS)
     for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
         for (int g = 0; g < groups; g++) {
             __m256i hi0, lo0, hi1, lo1;
@@ -92,24 +93,23 @@ FD_AVX2 static inline void decide8(const fd_params *p, uint64_t j_first, const _
     const __m256i sign = _mm256_set1_epi16((short)0x8000);
     const __m256i t_hi_signed = _mm256_set1_epi16((short)(t_hi ^ 0x8000u));
     const __m256i t_hi_vec = _mm256_set1_epi16((short)t_hi);
-    /* Transpose so that each vector holds whole blocks, words in order: then its 16-bit lanes
-     * are the halves in decision order.  v[k] holds block k (low 128 bits) and block k + 4
-     * (high 128 bits). */
-    __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]);
-    __m256i t1 = _mm256_unpacklo_epi32(x[2], x[3]);
-    __m256i t2 = _mm256_unpackhi_epi32(x[0], x[1]);
-    __m256i t3 = _mm256_unpackhi_epi32(x[2], x[3]);
-    __m256i v[4] = {_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1),
-                    _mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3)};
+    /* Compared in place, x[w] holds halves 2w and 2w + 1 of block `lane` in 16-bit lanes.  Two
+     * signed packs and two rounds of unpacking then gather each block's eight byte masks in half
+     * order, fewer shuffles than transposing the words first (the shuffle pipes also do the
+     * Philox shifts).  Per 128-bit lane (blocks 0-3, then 4-7): `even` holds halves 0-1 of each
+     * block, then 4-5; `odd` holds halves 2-3, then 6-7. */
     __m256i keep[4], ties = _mm256_setzero_si256();
-    for (int k = 0; k < 4; k++) {
-        keep[k] = _mm256_cmpgt_epi16(t_hi_signed, _mm256_xor_si256(v[k], sign));
-        ties = _mm256_or_si256(ties, _mm256_cmpeq_epi16(v[k], t_hi_vec));
+    for (int w = 0; w < 4; w++) {
+        keep[w] = _mm256_cmpgt_epi16(t_hi_signed, _mm256_xor_si256(x[w], sign));
+        ties = _mm256_or_si256(ties, _mm256_cmpeq_epi16(x[w], t_hi_vec));
     }
-    /* packs keeps 128-bit lanes apart: the masks come out as blocks (0, 1, 4, 5) and
-     * (2, 3, 6, 7), one byte each. */
-    uint32_t m01 = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(keep[0], keep[1]));
-    uint32_t m23 = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(keep[2], keep[3]));
+    __m256i even = _mm256_packs_epi16(keep[0], keep[2]);
+    __m256i odd = _mm256_packs_epi16(keep[1], keep[3]);
+    __m256i low_halves = _mm256_unpacklo_epi16(even, odd);  /* halves 0-3 of blocks 0-3 */
+    __m256i high_halves = _mm256_unpackhi_epi16(even, odd); /* halves 4-7 of blocks 0-3 */
+    /* One byte per block, as blocks (0, 1, 4, 5) and (2, 3, 6, 7). */
+    uint32_t m01 = (uint32_t)_mm256_movemask_epi8(_mm256_unpacklo_epi32(low_halves, high_halves));
+    uint32_t m23 = (uint32_t)_mm256_movemask_epi8(_mm256_unpackhi_epi32(low_halves, high_halves));
     uint64_t packed = (uint64_t)(m01 & 0xffffu) | (uint64_t)(m23 & 0xffffu) << 16 |
                       (uint64_t)(m01 >> 16) << 32 | (uint64_t)(m23 >> 16) << 48;
     uint8_t all[8];
