@@ -72,7 +72,8 @@ int fd_simd_supported(fd_simd path)
 #endif
 #if FD_ENABLE_AVX512
     case FD_SIMD_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+        return FD_AVX512_EMULATED ||
+               (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"));
 #endif
     default:
         return 0;

@@ -28,6 +28,12 @@
 #ifndef FD_ENABLE_AVX512
 #  define FD_ENABLE_AVX512 FD_X86_GNUC
 #endif
+/* Test builds only: 1 compiles the AVX-512 path against src_c/tests/emulated_avx512.h, a
+ * portable C model of its intrinsics, and counts it as supported on any CPU, so that the tests
+ * run it on machines without AVX-512 (slowly: each intrinsic is a loop over lanes). */
+#ifndef FD_AVX512_EMULATED
+#  define FD_AVX512_EMULATED 0
+#endif
 
 /* The storage types, as indices of fd_kernels.body. */
 enum { FD_F16, FD_BF16, FD_F32, FD_F64, FD_DTYPES };

@@ -1,17 +1,22 @@
 /*
  * The AVX-512 path (F and BW): sixteen Philox blocks at once, and 16 floats (float16 and
  * bfloat16 converted to float32) or 8 doubles per vector, with the decisions loaded straight
- * into mask registers, so a dropped element is a masked blend.  Run only where CPUID reports AVX512F and AVX512BW.
+ * into mask registers, so a dropped element is a masked blend.  Run only where CPUID reports
+ * AVX512F and AVX512BW, or in a test build that emulates the intrinsics (FD_AVX512_EMULATED).
  */
 #include "fd_kernels.h"
 
 #if FD_ENABLE_AVX512
 
-#include <immintrin.h>
+#if FD_AVX512_EMULATED
+#  include "tests/emulated_avx512.h"
+#  define FD_AVX512
+#else
+#  include <immintrin.h>
+#  define FD_AVX512 __attribute__((target("avx512f,avx512bw")))
+#endif
 
 #include "fd_philox.h"
-
-#define FD_AVX512 __attribute__((target("avx512f,avx512bw")))
 
 /* As mulhilo8 in the AVX2 path: the hardware multiplies even lanes only. */
 FD_AVX512 static inline void mulhilo16(__m512i m, __m512i c, __m512i *hi, __m512i *lo)

@@ -11,12 +11,18 @@ it is compiled with `cc` into a temporary directory and run:
   (ASan's default on Linux), which must report nothing;
 - without sanitizers at -O3, the optimisation level the extension is built with.
 
+Both builds run twice: as the extension is built, and with -DFD_AVX512_EMULATED=1, which
+compiles the AVX-512 path against src_c/tests/emulated_avx512.h (a portable C model of its
+intrinsics) and counts it as supported, so that the path is compared with the scalar path, and
+its vector loads and stores are watched by AddressSanitizer, on machines without AVX-512 too.
+
 Skipped, with the reason shown, only where no C compiler or no sanitizer runtime is available.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -63,7 +69,19 @@ def _run(exe, env_extra):
     return output
 
 
-def test_kernels_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+# The harness built as the extension is, then with the AVX-512 path emulated (see above).
+BUILDS = [pytest.param([], id="native"),
+          pytest.param(["-DFD_AVX512_EMULATED=1"], id="avx512-emulated")]
+
+
+def _check_emulated(flags, output):
+    """An emulated build must have run the AVX-512 path, which exists on x86-64 only."""
+    if flags and platform.machine().lower() in ("x86_64", "amd64"):
+        assert "path avx512" in output, output[-6000:]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kernels_under_address_and_undefined_behaviour_sanitizers(tmp_path, build):
     _compiler_or_skip()
     # Can this compiler link the sanitizer runtimes at all?
     probe = tmp_path / "probe.c"
@@ -77,22 +95,26 @@ def test_kernels_under_address_and_undefined_behaviour_sanitizers(tmp_path):
     # (prefetching ahead, smaller tiles), which the -O3 build below leaves to the large calls.
     exe, error = _build(tmp_path, "test_kernels_asan",
                         ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-                         "-fno-sanitize-recover=all", "-DFD_PREFETCH_MIN_BYTES=0"])
+                         "-fno-sanitize-recover=all", "-DFD_PREFETCH_MIN_BYTES=0", *build])
     assert exe is not None, error
     output = _run(exe, {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1",
                         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
     assert "Sanitizer" not in output, output[-6000:]
     assert "runtime error" not in output, output[-6000:]
+    _check_emulated(build, output)
     print(output.strip().splitlines()[-1])
 
 
-def test_kernels_optimised_build(tmp_path):
+@pytest.mark.parametrize("build", BUILDS)
+def test_kernels_optimised_build(tmp_path, build):
     """The same checks at -O3 (what setup.py builds), where vectorising compilers might turn an
     edge case differently."""
     _compiler_or_skip()
-    exe, error = _build(tmp_path, "test_kernels_o3", ["-O3", "-Wall", "-Wextra"])
+    exe, error = _build(tmp_path, "test_kernels_o3", ["-O3", "-Wall", "-Wextra", *build])
     assert exe is not None, error
-    print(_run(exe, {}).strip().splitlines()[-1])
+    output = _run(exe, {})
+    _check_emulated(build, output)
+    print(output.strip().splitlines()[-1])
 
 
 VALGRIND_SCRIPT = """
