@@ -73,6 +73,7 @@ SEED = "seed numpy"
 BEST_NUMPY = "best numpy"
 FORWARD = "fastdrop forward"
 FORWARD_1_THREAD = "fastdrop forward 1 thread"
+BACKWARD = "fastdrop backward"
 TORCH_1_THREAD = "torch dropout 1 thread"
 TORCH_ALL_THREADS = "torch dropout all threads"
 CHANNEL = "fastdrop channel"
@@ -86,6 +87,10 @@ SUMMARY_LABELS = {SEED: "seed", BEST_NUMPY: "best numpy", TORCH_1_THREAD: "torch
 TARGETS = ("forward <= 1.3x floor (float32), <= 1.2x (float64); 1 thread <= 2.0x floor "
            "(float32); >= 25x seed, >= 10x best numpy, >= 30x torch; torch module >= 10x")
 CHANNEL_TARGET = "fastdrop channel <= 1.1x floor"
+# The half-precision comparison (`half_precision_summary`): these dtypes against float32.
+HALF_DTYPES = ("float16", "bfloat16")
+HALF_TARGET = ("float16 and bfloat16 forward and backward >= 20x seed (on the same array), "
+               "float32's GB/s <= 1.5x theirs")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +408,7 @@ PEERS: List[Peer] = [
          functools.partial(_fastdrop_forward, in_place=False)),
     Peer("fastdrop forward bits", 'fastdrop.dropout(x, q, out=x, stream=s, store="bits")',
          functools.partial(_fastdrop_forward, store="bits"), mask_bytes=1 / 8),
-    Peer("fastdrop backward", "fastdrop.dropout_backward(dy, mask, out=dy), mask regenerated",
+    Peer(BACKWARD, "fastdrop.dropout_backward(dy, mask, out=dy), mask regenerated",
          functools.partial(_fastdrop_backward, store="seed")),
     Peer("fastdrop backward bits", "fastdrop.dropout_backward(dy, mask, out=dy), stored bits",
          functools.partial(_fastdrop_backward, store="bits"), mask_bytes=1 / 8),
@@ -992,6 +997,80 @@ def format_summary(records: Sequence[Record]) -> List[str]:
             *_align(header, cells, left=2)]
 
 
+def half_precision_summary(records: Sequence[Record]) -> List[dict]:
+    """Per size, float16 and bfloat16 forward and backward against float32's at the same size.
+
+    Parameters
+    ----------
+    records : sequence of Record
+        The main table, as in `Results.records`.
+
+    Returns
+    -------
+    list of dict
+        One per (size, dtype of `HALF_DTYPES`) where float32 ran at the same size, in the
+        records' order.  For ``direction`` in "forward" and "backward" (`FORWARD` and `BACKWARD`):
+        ``{direction}_gb_per_s``, ``{direction}_float32_gb_per_s`` and
+        ``{direction}_float32_ratio``, float32's GB/s over this dtype's (lower is better), and
+        ``{direction}_speedup_over_seed``; each None where its peer was not timed.
+    """
+    by_group: Dict[tuple, Dict[str, Record]] = {}
+    for record in records:
+        by_group.setdefault((record.size, record.dtype), {})[record.peer] = record
+    rows = []
+    for (size, dtype), peers in by_group.items():
+        float32 = by_group.get((size, "float32"))
+        if dtype not in HALF_DTYPES or float32 is None:
+            continue
+        row: dict = {"size": size, "dtype": dtype}
+        for direction, peer in (("forward", FORWARD), ("backward", BACKWARD)):
+            half, single = peers.get(peer), float32.get(peer)
+            row[f"{direction}_gb_per_s"] = None if half is None else half.gb_per_s
+            row[f"{direction}_float32_gb_per_s"] = None if single is None else single.gb_per_s
+            row[f"{direction}_float32_ratio"] = (None if half is None or single is None
+                                                 else single.gb_per_s / half.gb_per_s)
+            row[f"{direction}_speedup_over_seed"] = None if half is None else half.speedup_over_seed
+        rows.append(row)
+    return rows
+
+
+def format_half_precision_summary(records: Sequence[Record]) -> List[str]:
+    """`half_precision_summary` as a table.
+
+    Parameters
+    ----------
+    records : sequence of Record
+
+    Returns
+    -------
+    list of str
+        A title line and the table; empty when no float16 or bfloat16 size ran beside float32.
+    """
+    rows = half_precision_summary(records)
+    if not rows:
+        return []
+
+    def cell(value, unit):
+        return "-" if value is None else f"{_number(value)}{unit}"
+
+    header = ["size", "dtype"]
+    for direction in ("forward", "backward"):
+        header += [f"{direction} GB/s", f"float32 {direction} GB/s", "float32 / this"]
+    header += ["forward over seed", "backward over seed"]
+    cells = []
+    for row in rows:
+        line = [format_size(row["size"]), row["dtype"]]
+        for direction in ("forward", "backward"):
+            line += [cell(row[f"{direction}_gb_per_s"], ""),
+                     cell(row[f"{direction}_float32_gb_per_s"], ""),
+                     cell(row[f"{direction}_float32_ratio"], "x")]
+        line += [cell(row["forward_speedup_over_seed"], "x"),
+                 cell(row["backward_speedup_over_seed"], "x")]
+        cells.append(line)
+    return ["half precision: float16 and bfloat16 against float32 at the same size; "
+            f"targets: {HALF_TARGET}", "", *_align(header, cells, left=2)]
+
+
 def format_report(results: Results, machine: dict) -> str:
     """The benchmark's report: a header, the main table, its summary, the channel table and a
     legend of the peers.
@@ -1016,9 +1095,10 @@ def format_report(results: Results, machine: dict) -> str:
     if machine["torch"] is None:
         lines.append("note: torch is not installed; its rows are skipped")
     lines += ["", *format_records(results.records)]
-    summary_lines = format_summary(results.records)
-    if summary_lines:
-        lines += ["", *summary_lines]
+    for section in (format_summary(results.records),
+                    format_half_precision_summary(results.records)):
+        if section:
+            lines += ["", *section]
     if results.channel_shape is not None:
         shape = results.channel_shape
         lines += ["", f"channel dropout: {CHANNEL_DTYPE} x of shape {format_shape(shape)} "
@@ -1049,7 +1129,8 @@ def report(results: Results, machine: dict) -> dict:
     -------
     dict
         Keys ``machine``, ``keep_prob``, ``statistic``, ``records`` (a list of dicts with the
-        fields of `Record`), ``summary`` (as returned by `summary`) and ``channel``: None when
+        fields of `Record`), ``summary`` (as returned by `summary`), ``half_precision`` (as
+        returned by `half_precision_summary`) and ``channel``: None when
         the channel scenario was skipped, else a dict with ``shape``, ``shared_axes``,
         ``dtype`` and ``records``.
     """
@@ -1067,6 +1148,7 @@ def report(results: Results, machine: dict) -> dict:
         "statistic": STATISTIC,
         "records": [dataclasses.asdict(record) for record in results.records],
         "summary": summary(results.records),
+        "half_precision": half_precision_summary(results.records),
         "channel": channel,
     }
 

@@ -26,7 +26,8 @@ MACHINE_KEYS = {"cpu", "simd_path", "openmp", "threads", "default_threads", "pyt
                 "fastdrop", "torch"}
 
 
-SECTION_STARTS = ("summary", "targets", "channel dropout", "peers", "plot written")
+SECTION_STARTS = ("summary", "targets", "half precision", "channel dropout", "peers",
+                  "plot written")
 
 
 @pytest.fixture(autouse=True)
@@ -195,6 +196,42 @@ def test_bench_single_thread_forward_row_and_summary(capsys):
         assert row[2] == table[5][:-len(" floor")]
         assert row[3] == by_peer[row[0], row[1], bench.FORWARD_1_THREAD][5][:-len(" floor")]
         assert row[4] == table[6][:-len(" seed")]
+
+
+def test_bench_half_precision_summary(tmp_path, capsys):
+    """float16 (and bfloat16 where ml_dtypes is installed) beside float32: the section holds
+    the table's GB/s and seed speed-ups, and float32's GB/s over each half dtype's."""
+    half = [name for name in bench.HALF_DTYPES if name in bench.DTYPES]
+    path = tmp_path / "bench.json"
+    assert main(TINY + ["--dtypes", *half, "float32", "--no-channel", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(path.read_text())
+    records = {(r["dtype"], r["peer"]): r for r in data["records"]}
+    assert [(row["size"], row["dtype"]) for row in data["half_precision"]] == [
+        (1000, dtype) for dtype in half]
+    printed = table_rows(out, "size", after="half precision")
+    assert [row[:2] for row in printed] == [["1e3", dtype] for dtype in half]
+    for row, cells_ in zip(data["half_precision"], printed):
+        for k, (direction, peer) in enumerate((("forward", bench.FORWARD),
+                                               ("backward", bench.BACKWARD))):
+            own, single = records[row["dtype"], peer], records["float32", peer]
+            ratio = single["gb_per_s"] / own["gb_per_s"]
+            assert row[f"{direction}_gb_per_s"] == own["gb_per_s"]
+            assert row[f"{direction}_float32_gb_per_s"] == single["gb_per_s"]
+            assert row[f"{direction}_float32_ratio"] == pytest.approx(ratio)
+            assert row[f"{direction}_speedup_over_seed"] == own["speedup_over_seed"]
+            assert cells_[2 + 3 * k:5 + 3 * k] == [bench._number(own["gb_per_s"]),
+                                                   bench._number(single["gb_per_s"]),
+                                                   f"{bench._number(ratio)}x"]
+        assert cells_[8:] == [f"{bench._number(row['forward_speedup_over_seed'])}x",
+                              f"{bench._number(row['backward_speedup_over_seed'])}x"]
+
+
+def test_bench_half_precision_summary_needs_float32(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(TINY + ["--dtypes", "float16", "--no-channel", "--json", str(path)]) == 0
+    assert "half precision" not in capsys.readouterr().out
+    assert json.loads(path.read_text())["half_precision"] == []
 
 
 def test_single_thread_peer_runs_on_one_thread_and_restores_the_count(restore_threads):
