@@ -602,8 +602,8 @@ def measure_group(peers: Sequence[Peer], ws: Workspace, repeats: Optional[int] =
 
     Pass 1 takes each peer in turn: inside its `Peer.prepare` context, a warm-up call (it pays
     one-off costs: first-use initialisation, page faults of buffers the context allocated), a
-    refill (timed, for the plan) and a probe call, then `plan_timing` from the faster of the two (so a warm-up slowed by one-off
-    costs does not cut the repeats) and the pass's batches.  The probe counts as the first timed
+    refill (timed, for the plan) and a probe call, then `plan_timing` from the faster of the two
+    (so a warm-up slowed by one-off costs does not cut the repeats) and the pass's batches.  The probe counts as the first timed
     call where the plan times calls one at a time; otherwise it is a second warm-up.  Each later
     pass takes the peers that planned that many passes, in the same order, each in its own
     context again, a warm-up call first (the context may have allocated new buffers), then its
@@ -919,6 +919,14 @@ def format_records(records: Sequence[Record], seed_column: bool = True,
     return _align(header, rows, left=3, groups=[(r.size, r.dtype) for r in records])
 
 
+def _by_array(records: Sequence[Record]) -> Dict[tuple, Dict[str, Record]]:
+    """The records per (size, dtype), in their order, each a dict from peer name to record."""
+    by_group: Dict[tuple, Dict[str, Record]] = {}
+    for record in records:
+        by_group.setdefault((record.size, record.dtype), {})[record.peer] = record
+    return by_group
+
+
 def summary(records: Sequence[Record]) -> List[dict]:
     """Per (size, dtype), fastdrop forward against the targets' baselines.
 
@@ -937,9 +945,7 @@ def summary(records: Sequence[Record]) -> List[dict]:
         seconds / fastdrop forward's seconds, and ``module_speedup``, torch.nn.Dropout's
         forward + backward time over fastdrop.torch.Dropout's (None without torch).
     """
-    by_group: Dict[tuple, Dict[str, Record]] = {}
-    for record in records:
-        by_group.setdefault((record.size, record.dtype), {})[record.peer] = record
+    by_group = _by_array(records)
     rows = []
     for (size, dtype), peers in by_group.items():
         forward = peers.get(FORWARD)
@@ -1014,9 +1020,7 @@ def half_precision_summary(records: Sequence[Record]) -> List[dict]:
         ``{direction}_float32_ratio``, float32's GB/s over this dtype's (lower is better), and
         ``{direction}_speedup_over_seed``; each None where its peer was not timed.
     """
-    by_group: Dict[tuple, Dict[str, Record]] = {}
-    for record in records:
-        by_group.setdefault((record.size, record.dtype), {})[record.peer] = record
+    by_group = _by_array(records)
     rows = []
     for (size, dtype), peers in by_group.items():
         float32 = by_group.get((size, "float32"))

@@ -59,10 +59,10 @@ typedef struct fd_prefetch {
 #  define FD_PREFETCH(address, for_write) ((void)(address))
 #endif
 
-/* Unrolls the loop that follows `count` times.  For the Philox rounds of the SIMD paths: unrolled,
+/* Unrolls the loop that follows `count` times.  For the Philox rounds of the AVX2 path: unrolled,
  * each round's results get registers of their own instead of being copied back into the loop's
- * variables, which spill when four groups of blocks fill the register file (AVX2 decide 3.5 %
- * faster on Zen 3).  The two levels let `count` be a macro. */
+ * variables, which spill when four groups of blocks fill the register file (decide 3.5 % faster
+ * on Zen 3).  The two levels let `count` be a macro. */
 #define FD_PRAGMA(text) _Pragma(#text)
 #if defined(__GNUC__)
 #  define FD_UNROLL(count) FD_PRAGMA(GCC unroll count)
