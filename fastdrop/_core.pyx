@@ -181,6 +181,8 @@ cdef void _check(fd_status status) except *:
 def mask_generate(tuple shape, tuple shared_axes, uint64_t seed, uint64_t subsequence,
                   uint64_t start, uint32_t threshold, bint keep_all, Py_ssize_t nbytes):
     """The packed decisions of a call (SPEC §4 layout) as a new uint8 array of nbytes bytes."""
+    if len(shape) > FD_MAX_NDIM:
+        raise ValueError(f"shape has {len(shape)} axes; fastdrop serves at most {FD_MAX_NDIM}")
     cdef uint8_t flags[FD_MAX_NDIM]
     cdef cnp.ndarray dims = np.asarray(shape, dtype=np.intp)
     cdef cnp.ndarray strides = np.zeros(len(shape), dtype=np.intp)
@@ -416,6 +418,44 @@ A position in a Philox4x32-10 random stream: (seed, subsequence, next block).
                 f"position={self._position})")
 
 
+cdef object _check_start(object start, object decisions):
+    """start as an int whose blocks, one per DECISIONS_PER_BLOCK decisions, all lie within the
+    stream (the last is block 2**64 - 1), or an error that gives the valid range."""
+    blocks = blocks_for(decisions)
+    last_start = BLOCK_LIMIT - blocks
+    try:
+        number = check_integer("start", start, BLOCK_LIMIT + 1)
+    except ValueError:
+        number = None
+    if number is None or number > last_start:
+        raise ValueError(f"start must be in [0, {last_start}] for a mask of {decisions} "
+                         f"decisions: its {blocks} blocks must end by the stream's last block, "
+                         f"2**64 - 1; got {start}")
+    return number
+
+
+cdef int _check_bits(object bits, bint training, object decisions) except -1:
+    """Refuses stored bits that backward could not read as the decisions of this mask.  What
+    the kernel relies on is read from the array's C-level fields: a subclass may override
+    .shape, .dtype or .flags."""
+    if bits is None:
+        return 0
+    nbytes = packed_nbytes(decisions)
+    if not cnp.PyArray_Check(bits):
+        raise ValueError(f"bits must be None or a C-contiguous uint8 array of {nbytes} bytes (one "
+                         f"bit per decision), got {type(bits).__name__}")
+    cdef cnp.ndarray array = <cnp.ndarray>bits
+    if (cnp.PyArray_TYPE(array) != cnp.NPY_UINT8 or cnp.PyArray_NDIM(array) != 1
+            or not cnp.PyArray_IS_C_CONTIGUOUS(array) or cnp.PyArray_DIMS(array)[0] != nbytes):
+        contiguous = "C-contiguous" if cnp.PyArray_IS_C_CONTIGUOUS(array) else "non-contiguous"
+        raise ValueError(f"bits must be None or a C-contiguous uint8 array of {nbytes} bytes (one "
+                         f"bit per decision), got a {contiguous} array of dtype "
+                         f"{<object>cnp.PyArray_DESCR(array)} and shape {_shape(array)}")
+    if not training:
+        raise ValueError("an evaluation mask has no bits")
+    return 0
+
+
 cdef class DropoutMask:
     """DropoutMask(shape, shared_axes, keep_prob, mode, training, seed=None, subsequence=None, start=None, bits=None)
 --
@@ -428,7 +468,9 @@ The record of one dropout call, everything backward needs to mask the gradient t
     bit j % 8 of byte j // 8 for decision j), which backward reads instead.
 
     Masks come from `fastdrop.dropout`; the constructor checks its arguments as strictly, so a
-    hand-made mask cannot make backward read or write outside its arrays.
+    hand-made mask cannot make backward read or write outside its arrays: `start` must leave
+    room for the mask's blocks before the stream's end, and a mask is initialised once (its
+    fields never change; only `bits` may be replaced, by bits of the same length).
 
     Attributes
     ----------
@@ -458,25 +500,45 @@ The record of one dropout call, everything backward needs to mask the gradient t
     cdef readonly object subsequence
     cdef readonly object start
     cdef object _bits
+    cdef bint _initialised
 
     def __init__(self, shape, shared_axes, keep_prob, mode, training, seed=None,
                  subsequence=None, start=None, bits=None):
+        # Every field is checked into a local and assigned only once all are valid, and a mask
+        # is initialised once: a mask whose shape and bits disagreed would let backward read
+        # past the bits.
+        if self._initialised:
+            raise TypeError("a DropoutMask is initialised once; make a new one instead")
         shape = tuple(shape)
         for n in shape:
             if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise ValueError(f"shape must hold non-negative ints, got {shape!r}")
-        self.shape = tuple(int(n) for n in shape)
-        self.shared_axes = check_shared_axes(shared_axes, len(shape))
-        self.keep_prob = check_keep_prob(keep_prob)
-        self.mode = check_choice("mode", mode, MODES)
-        self.training = check_flag("training", training)
-        if self.training:
-            self.seed = check_seed(seed)
-            self.subsequence = check_subsequence(subsequence)
-            self.start = check_integer("start", start, BLOCK_LIMIT)
+        if len(shape) > FD_MAX_NDIM:
+            raise ValueError(f"shape may have at most {FD_MAX_NDIM} axes (NumPy's limit), "
+                             f"got {len(shape)}")
+        shape = tuple(int(n) for n in shape)
+        axes = check_shared_axes(shared_axes, len(shape))
+        q = check_keep_prob(keep_prob)
+        mode = check_choice("mode", mode, MODES)
+        training = check_flag("training", training)
+        decisions = math.prod(mask_shape(shape, axes))
+        if training:
+            seed = check_seed(seed)
+            subsequence = check_subsequence(subsequence)
+            start = _check_start(start, decisions)
         elif (seed, subsequence, start, bits) != (None, None, None, None):
             raise ValueError("an evaluation mask has no seed, subsequence, start or bits")
-        self.bits = bits
+        _check_bits(bits, training, decisions)
+        self.shape = shape
+        self.shared_axes = axes
+        self.keep_prob = q
+        self.mode = mode
+        self.training = training
+        self.seed = seed
+        self.subsequence = subsequence
+        self.start = start
+        self._bits = bits
+        self._initialised = True
 
     @property
     def bits(self):
@@ -484,14 +546,7 @@ The record of one dropout call, everything backward needs to mask the gradient t
 
     @bits.setter
     def bits(self, value):
-        if value is not None:
-            nbytes = packed_nbytes(self.size)
-            if (not cnp.PyArray_Check(value) or value.dtype != np.uint8 or value.ndim != 1
-                    or not value.flags.c_contiguous or value.shape[0] != nbytes):
-                raise ValueError(f"bits must be None or a C-contiguous uint8 array of {nbytes} "
-                                 f"bytes (one bit per decision), got {value!r:.80}")
-            if not self.training:
-                raise ValueError("an evaluation mask has no bits")
+        _check_bits(value, self.training, self.size)
         self._bits = value
 
     @property
@@ -562,6 +617,7 @@ cdef DropoutMask _record(tuple shape, tuple shared_axes, double keep_prob, str m
     mask.subsequence = subsequence
     mask.start = start
     mask._bits = bits
+    mask._initialised = True
     return mask
 
 
@@ -625,51 +681,129 @@ cpdef int check_array(str name, object a) except -1:
     elif typenum == _BFLOAT16_TYPENUM:
         index = DTYPE_BF16
     if index < 0:
-        raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got {array.dtype}")
+        raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got "
+                        f"{<object>cnp.PyArray_DESCR(array)}")
+    if cnp.PyArray_NDIM(array) > FD_MAX_NDIM:
+        raise ValueError(f"{name} has {cnp.PyArray_NDIM(array)} axes; fastdrop serves at most "
+                         f"{FD_MAX_NDIM}")
     if not cnp.PyArray_ISNOTSWAPPED(array):
         raise ValueError(
-            f"{name} has non-native byte order ({array.dtype.str}); convert it first, "
+            f"{name} has non-native byte order ({(<object>cnp.PyArray_DESCR(array)).str}); "
+            f"convert it first, "
             f"e.g. {name}.astype({name}.dtype.newbyteorder('='))")
     if not cnp.PyArray_ISALIGNED(array):
-        raise ValueError(f"{name} is not aligned to its {array.dtype.itemsize}-byte items; "
+        raise ValueError(f"{name} is not aligned to its {cnp.PyArray_ITEMSIZE(array)}-byte items; "
                          "copy it into an aligned array first")
     return index
 
 
+cdef tuple _values(const cnp.npy_intp *values, int n):
+    return tuple([values[k] for k in range(n)])
+
+
+cdef tuple _shape(cnp.ndarray a):
+    """The array's dimensions as NumPy holds them: a subclass may override .shape."""
+    return _values(cnp.PyArray_DIMS(a), cnp.PyArray_NDIM(a))
+
+
 cdef bint _same_view(cnp.ndarray a, cnp.ndarray b):
+    """Whether a and b, of one shape, are the same elements in the same order: the same first
+    byte and the same strides, except along axes of one element, whose strides are never used."""
     if cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b):
         return False
     cdef int k
     for k in range(cnp.PyArray_NDIM(a)):
-        if cnp.PyArray_STRIDES(a)[k] != cnp.PyArray_STRIDES(b)[k]:
+        if cnp.PyArray_DIMS(a)[k] != 1 and cnp.PyArray_STRIDES(a)[k] != cnp.PyArray_STRIDES(b)[k]:
             return False
     return True
 
 
+cdef bint _elements_overlap(cnp.ndarray a):
+    """Whether two elements of `a` may share memory.  A sufficient test, O(ndim**2): with the
+    axes of more than one element sorted by |stride|, each stride must step past everything the
+    axes before it span.  Every array NumPy allocates, slices, transposes or reshapes passes;
+    zero strides (broadcasting) and as_strided's overlapping windows do not."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a) or cnp.PyArray_SIZE(a) == 0:
+        return False
+    cdef cnp.npy_intp strides[FD_MAX_NDIM]
+    cdef cnp.npy_intp extents[FD_MAX_NDIM]
+    cdef cnp.npy_intp stride, extent, span = cnp.PyArray_ITEMSIZE(a)
+    cdef int k, i, n = 0
+    for k in range(cnp.PyArray_NDIM(a)):
+        extent = cnp.PyArray_DIMS(a)[k]
+        if extent == 1:
+            continue
+        stride = cnp.PyArray_STRIDES(a)[k]
+        stride = -stride if stride < 0 else stride
+        i = n  # insertion sort by stride: at most 64 axes, usually two to four
+        while i > 0 and strides[i - 1] > stride:
+            strides[i] = strides[i - 1]
+            extents[i] = extents[i - 1]
+            i -= 1
+        strides[i] = stride
+        extents[i] = extent
+        n += 1
+    for i in range(n):
+        if strides[i] < span:
+            return True
+        span += strides[i] * (extents[i] - 1)
+    return False
+
+
+# The most candidate solutions np.shares_memory may try when telling whether two arrays share
+# memory.  The exact question is a bounded Diophantine equation, NP-hard in general: awkwardly
+# strided views can take it seconds, all with the GIL held.  Views people make (slices, steps,
+# transposes) are decided within a few steps; 16384 steps take about a millisecond.
+cdef int _OVERLAP_MAX_WORK = 16384
+_TooHardError = np.exceptions.TooHardError if hasattr(np, "exceptions") else np.TooHardError
+
+
+cdef bint _share_memory(cnp.ndarray a, cnp.ndarray b, str what) except -1:
+    """Whether a and b share memory, or a ValueError, naming `what`, when that cannot be told
+    within _OVERLAP_MAX_WORK steps."""
+    if not np.may_share_memory(a, b):  # their address ranges are apart
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=_OVERLAP_MAX_WORK)
+    except _TooHardError:
+        raise ValueError(f"cannot tell cheaply whether {what} share memory (their strides "
+                         "interleave in a way that takes an exponential search to decide); "
+                         "pass an out= array of its own, e.g. numpy.empty_like") from None
+
+
 cpdef int check_out(object out, cnp.ndarray like, str like_name) except -1:
-    """Refuses an `out` that cannot receive the result for `like` (named like_name)."""
+    """Refuses an `out` that cannot receive the result for `like` (named like_name).  Everything
+    is read from the arrays' C-level fields: a subclass may override .shape, .dtype or .flags."""
     if not cnp.PyArray_Check(out):
         raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
     cdef cnp.ndarray array = <cnp.ndarray>out
+    cdef cnp.dtype descr = <cnp.dtype>cnp.PyArray_DESCR(array)
+    cdef cnp.dtype like_descr = <cnp.dtype>cnp.PyArray_DESCR(like)
     if not cnp.PyArray_ISNOTSWAPPED(array):
-        raise ValueError(f"out has non-native byte order ({array.dtype.str}); pass an array of "
-                         f"dtype {like.dtype}")
-    if cnp.PyArray_DESCR(array) is not cnp.PyArray_DESCR(like) and array.dtype != like.dtype:
-        raise TypeError(f"out must have the dtype of {like_name} ({like.dtype}), got {array.dtype}")
+        raise ValueError(f"out has non-native byte order ({descr.str}); pass an array of "
+                         f"dtype {like_descr}")
+    if descr is not like_descr and not cnp.PyArray_EquivTypes(descr, like_descr):
+        raise TypeError(f"out must have the dtype of {like_name} ({like_descr}), got {descr}")
     cdef int k
     cdef bint same_shape = cnp.PyArray_NDIM(array) == cnp.PyArray_NDIM(like)
     for k in range(cnp.PyArray_NDIM(array) if same_shape else 0):
         same_shape = same_shape and cnp.PyArray_DIMS(array)[k] == cnp.PyArray_DIMS(like)[k]
     if not same_shape:
-        raise ValueError(f"out must have the shape of {like_name} {(<object>like).shape}, "
-                         f"got {out.shape}")
+        raise ValueError(f"out must have the shape of {like_name} {_shape(like)}, "
+                         f"got {_shape(array)}")
     if not cnp.PyArray_ISWRITEABLE(array):
         raise ValueError("out is read-only")
     if not cnp.PyArray_ISALIGNED(array):
         raise ValueError("out is not aligned to its items")
-    if array is like or _same_view(array, like) or not np.may_share_memory(array, like):
-        return 0
-    if np.shares_memory(array, like):
+    cdef bint in_place = array is like or _same_view(array, like)
+    if _elements_overlap(array):
+        written = f"{like_name}, written in place," if in_place else "out"
+        strides = _values(cnp.PyArray_STRIDES(array), cnp.PyArray_NDIM(array))
+        raise ValueError(f"{written} has elements that share memory (a zero or overlapping "
+                         f"stride: strides {strides} for shape {_shape(array)}), so the result "
+                         "would depend on the order of the writes; pass an out= array whose "
+                         "elements are distinct, e.g. numpy.empty_like")
+    if not in_place and _share_memory(array, like, f"out and {like_name}"):
         raise ValueError(f"out overlaps {like_name} without being the same view of it; pass "
                          f"out={like_name} to work in place, or an array of its own")
     return 0
@@ -766,18 +900,19 @@ cdef tuple _kernel_op(double q, str mode, cnp.ndarray array, bint forward):
     descr = <object>cnp.PyArray_DESCR(array)
     if last[2] is descr and last[0] == q and last[1] == mode and last[3] == forward:
         return last[4]
-    op = kernel_op(q, mode, array.dtype, forward)
+    op = kernel_op(q, mode, descr, forward)
     _last_op = (q, mode, descr, forward, op)
     return op
 
 
 cdef int _engine(object engine, bint forward, cnp.ndarray src, cnp.ndarray out,
-                 DropoutMask mask, tuple op, int dtype) except -1:
+                 DropoutMask mask, tuple op, int dtype, object bits) except -1:
+    """Runs the call; `bits` is mask.bits as the caller checked it, held for the whole call."""
     if engine is not None:
         engine(forward, src, out, mask, op)
     elif mask._draws():
         _run(forward, src, out, mask.shared_axes, mask.seed, mask.subsequence, mask.start,
-             threshold_for(mask.keep_prob), False, op, dtype, mask._bits)
+             threshold_for(mask.keep_prob), False, op, dtype, bits)
     else:
         _run(True, src, out, (), 0, 0, 0, 0, True, op, dtype, None)
     return 0
@@ -786,11 +921,22 @@ cdef int _engine(object engine, bint forward, cnp.ndarray src, cnp.ndarray out,
 cdef object _scaled(object engine, int dtype, cnp.ndarray src, object out, DropoutMask mask):
     """keep_prob * src in the compute precision: classic dropout's evaluation, and its
     gradient."""
-    factor = float(compute_dtype(src.dtype).type(mask.keep_prob))
+    factor = float(compute_dtype(<object>cnp.PyArray_DESCR(src)).type(mask.keep_prob))
     if out is None:
         out = np.empty_like(src)
-    _engine(engine, True, src, out, mask, (factor, 0.0, 0.0, False), dtype)
+    _engine(engine, True, src, out, mask, (factor, 0.0, 0.0, False), dtype, None)
     return out
+
+
+cdef void _fill_kept(cnp.ndarray bits, object decisions):
+    """Packed decisions that keep all `decisions` units, written straight into `bits` (the
+    padding bits of the last byte zero, as numpy.packbits leaves them)."""
+    cdef Py_ssize_t whole = decisions // 8
+    cdef int rest = decisions % 8
+    cdef uint8_t *data = <uint8_t *>cnp.PyArray_DATA(bits)
+    memset(data, 0xFF, whole)
+    if rest:
+        data[whole] = (1 << rest) - 1
 
 
 def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out, store):
@@ -805,7 +951,7 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
     seed = _check_stream(seed, stream)
     if out is not None:
         check_out(out, array, "x")
-    cdef tuple shape = x.shape
+    cdef tuple shape = _shape(array)
     cdef DropoutMask mask
     if not training_call:
         mask = _record(shape, axes, q, mode, False, None, None, None, None)
@@ -826,6 +972,8 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
         source._check_room(blocks)
     # Allocate before the stream moves: a call that fails for want of memory leaves it in place.
     bits = np.empty(packed_nbytes(size), dtype=np.uint8) if store == "bits" else None
+    if bits is not None and q == 1.0:
+        _fill_kept(bits, size)
     if out is None and q < 1.0:
         out = np.empty_like(array)
     cdef uint64_t stream_seed, subsequence
@@ -835,11 +983,9 @@ def forward(engine, x, keep_prob, training, mode, shared_axes, seed, stream, out
         start = source._reserve(blocks, &stream_seed, &subsequence)
         mask = _record(shape, axes, q, mode, True, stream_seed, subsequence, start, bits)
     if q == 1.0:
-        if bits is not None:
-            bits[:] = np.packbits(np.ones(size, dtype=bool), bitorder="little")
         return _identity(array, out), mask
     if size:  # with no decisions there is nothing to draw, and start may be 2**64
-        _engine(engine, True, array, out, mask, _kernel_op(q, mode, array, True), dtype)
+        _engine(engine, True, array, out, mask, _kernel_op(q, mode, array, True), dtype, bits)
     return out, mask
 
 
@@ -851,11 +997,17 @@ def backward(engine, dy, mask, out):
         raise TypeError(f"mask must be the DropoutMask returned by dropout, got "
                         f"{type(mask).__name__}")
     cdef DropoutMask record = <DropoutMask>mask
-    if dy.shape != record.shape:
-        raise ValueError(f"dy has shape {dy.shape} but the mask was made for shape "
-                         f"{record.shape}")
+    cdef tuple shape = _shape(array)
+    if shape != record.shape:
+        raise ValueError(f"dy has shape {shape} but the mask was made for shape {record.shape}")
+    bits = record._bits  # held here: another thread may replace mask.bits during the call
     if out is not None:
         check_out(out, array, "dy")
+        if (bits is not None and record._draws()
+                and _share_memory(<cnp.ndarray>out, <cnp.ndarray>bits, "out and mask.bits")):
+            raise ValueError("out overlaps the mask's stored bits (mask.bits): backward would "
+                             "overwrite decisions it has yet to read; pass an out= array of its "
+                             "own")
     if not record._draws():
         # Evaluation is y = q * x (classic) or y = x; keep_prob = 1 trains as y = x.
         if record.mode == "classic" and not record.training:
@@ -865,5 +1017,5 @@ def backward(engine, dy, mask, out):
         out = np.empty_like(array)
     if cnp.PyArray_SIZE(array):  # an empty dy has nothing to write (its mask may not be empty)
         _engine(engine, False, array, out, record,
-                _kernel_op(record.keep_prob, record.mode, array, False), dtype)
+                _kernel_op(record.keep_prob, record.mode, array, False), dtype, bits)
     return out
