@@ -21,6 +21,14 @@ All training uses one small course-style network, `MLP` (two ReLU hidden layers,
 by dropout, and a sigmoid output), trained with full-batch gradient descent on 2-D data made by
 `make_moons`.  Everything is deterministic: data and weights come from seeded NumPy generators,
 masks from seeded `fastdrop.Stream` objects.
+
+The report reads the same on every CPU.  NumPy's norms, dot products and matrix products go
+through BLAS, and OpenBLAS picks its kernels per CPU, each adding in its own order: ||A / 0.8||
+is 3.3410134156025215 with OpenBLAS's Haswell kernels and 3.341013415602521 with its SkylakeX
+ones.  So experiments 1-3 compute their sums with `math.fsum` and their norms exactly (`_norm`),
+which leaves nothing for the CPU to decide; experiments 4-6 train with BLAS matrix products, so
+their numbers are printed rounded to a few digits, and the differences that only rounding makes
+as a bound (`ROUNDING_LEVEL`).
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import math
 import os
 import textwrap
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -61,6 +70,57 @@ __all__ = [
 KEEP_PROB = 0.8
 #: The sample counts of experiment 2.
 AVERAGE_COUNTS = (10, 100, 1_000, 10_000)
+#: Differences below this are rounding errors, printed as "< ROUNDING_LEVEL": their digits
+#: depend on the CPU's BLAS kernels.
+ROUNDING_LEVEL = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Sums and norms that no CPU can change
+# ---------------------------------------------------------------------------------------------
+
+def _sum(values: np.ndarray) -> float:
+    """The sum of `values`, exactly rounded (math.fsum), so independent of the order of the
+    terms, unlike np.sum (pairwise) or a BLAS reduction (the kernel's order)."""
+    return math.fsum(np.ravel(values).tolist())
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of `values`, from their exactly rounded sum."""
+    return _sum(values) / np.size(values)
+
+
+def _slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """The least-squares slope of y on x, from exactly rounded sums."""
+    mean_x, mean_y = math.fsum(x) / len(x), math.fsum(y) / len(y)
+    return (math.fsum((a - mean_x) * (b - mean_y) for a, b in zip(x, y))
+            / math.fsum((a - mean_x) ** 2 for a in x))
+
+
+def _norm(a: np.ndarray) -> float:
+    """The Frobenius norm of `a`, correctly rounded: the float nearest sqrt(sum of a_i**2).
+
+    The sum of squares is exact (fractions) and its square root is taken in integers, so the
+    result depends on the values of `a` alone.  math.sqrt(math.fsum(...)) would round twice
+    (2.6728107324820174 instead of 2.672810732482017 for the thread's matrix), and math.hypot
+    is only documented to be within 1 ulp.  For finite norms in the normal range.
+    """
+    squares = sum(Fraction(x) ** 2 for x in np.ravel(a).tolist())
+    if squares == 0:
+        return 0.0
+    numerator, denominator = squares.numerator, squares.denominator
+    # Scaled by 4**k, the integer root has at least 56 bits: 53 kept, the rest to round on.
+    k = max(0, 56 - (numerator.bit_length() - denominator.bit_length()) // 2)
+    scaled, remainder = divmod(numerator << (2 * k), denominator)
+    root = math.isqrt(scaled)  # floor(sqrt(squares) * 2**k)
+    exact = remainder == 0 and root * root == scaled
+    shift = root.bit_length() - 53
+    significand = root >> shift
+    below = root - (significand << shift)  # the true value lies in [below, below + 1)
+    half = 1 << (shift - 1)
+    if below > half or (below == half and (not exact or significand & 1)):
+        significand += 1  # round to nearest, ties to even
+    return math.ldexp(significand, shift - k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,8 +148,9 @@ class WhyDivide:
     keep_prob: float
     quotients: Dict[float, float]          # x -> x / keep_prob (the thread's 42 and -0.573)
     A: np.ndarray                           # the thread's matrix
+    scaled: np.ndarray                      # A * (1 / keep_prob), the thread's B (see below)
     norm_A: float                           # ||A||, Frobenius ("2-norm" in the thread)
-    norm_scaled: float                      # ||A / keep_prob||
+    norm_scaled: float                      # ||A * (1 / keep_prob)||
     scalars: Dict[float, Tuple[float, float]]  # m -> (||m A||, |m| ||A||)
     dropped: np.ndarray                     # one inverted-dropout output of A
     norm_dropped: float                     # its norm
@@ -101,9 +162,12 @@ class WhyDivide:
 def why_divide(keep_prob: float = KEEP_PROB, seed: int = 0) -> WhyDivide:
     """Experiment 1: dividing by a number in (0, 1) makes magnitudes larger.
 
-    Reproduces the thread's numbers (42 / 0.8, -0.573 / 0.8, ||A|| and ||A / 0.8|| for its
-    matrix, ||m A|| = |m| ||A||) and applies one real inverted-dropout mask to A, with and
-    without the 1 / keep_prob factor.
+    Reproduces the thread's numbers (42 / 0.8, -0.573 / 0.8, ||A|| and ||B|| for its matrix,
+    ||m A|| = |m| ||A||) and applies one real inverted-dropout mask to A, with and without the
+    1 / keep_prob factor.  The thread computes ``B = A * (1/0.8)``, the factor rounded once and
+    then multiplied in, which is what fastdrop's kernel does to the kept units; ``A / 0.8``
+    differs from it in the last bit of 3 of the 12 elements.  Norms are correctly rounded
+    (`_norm`): the same on every CPU.
 
     Parameters
     ----------
@@ -117,9 +181,9 @@ def why_divide(keep_prob: float = KEEP_PROB, seed: int = 0) -> WhyDivide:
     WhyDivide
     """
     A = thread_matrix()
-    norm_A = float(np.linalg.norm(A))
-    scalars = {m: (float(np.linalg.norm(m * A)), abs(m) * norm_A)
-               for m in (1 / keep_prob, -2.0, 0.5)}
+    scaled = A * (1 / keep_prob)
+    norm_A = _norm(A)
+    scalars = {m: (_norm(m * A), abs(m) * norm_A) for m in (1 / keep_prob, -2.0, 0.5)}
     dropped, _ = fastdrop.dropout(A, keep_prob, seed=seed)
     # The same decisions without the factor: classic mode draws the same mask from the same seed.
     unscaled, _ = fastdrop.dropout(A, keep_prob, seed=seed, mode="classic")
@@ -127,10 +191,10 @@ def why_divide(keep_prob: float = KEEP_PROB, seed: int = 0) -> WhyDivide:
     return WhyDivide(
         keep_prob=keep_prob,
         quotients={x: x / keep_prob for x in (42.0, -0.573)},
-        A=A, norm_A=norm_A, norm_scaled=float(np.linalg.norm(A / keep_prob)), scalars=scalars,
-        dropped=dropped, norm_dropped=float(np.linalg.norm(dropped)),
-        kept_ratio=float(np.mean(dropped[kept] / A[kept])), kept=int(np.count_nonzero(kept)),
-        norm_dropped_unscaled=float(np.linalg.norm(unscaled)))
+        A=A, scaled=scaled, norm_A=norm_A, norm_scaled=_norm(scaled), scalars=scalars,
+        dropped=dropped, norm_dropped=_norm(dropped),
+        kept_ratio=_mean(dropped[kept] / A[kept]), kept=int(np.count_nonzero(kept)),
+        norm_dropped_unscaled=_norm(unscaled))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +231,9 @@ def expectation(keep_prob: float = KEEP_PROB, counts: Sequence[int] = AVERAGE_CO
 
     The N outputs are one call on N stacked copies of A: with per-sample masks that is exactly
     N independent forward passes, each with a fresh mask.  The means for the smaller N are
-    running means of the same draws (the first N of them).
+    running means of the same draws (the first N of them).  Sums over units and samples are
+    exactly rounded (`_sum`), and the slopes are fitted in closed form from such sums rather
+    than by np.polyfit (LAPACK, and so BLAS).
 
     Parameters
     ----------
@@ -194,13 +260,14 @@ def expectation(keep_prob: float = KEEP_PROB, counts: Sequence[int] = AVERAGE_CO
     means = [running[n - 1] for n in counts]
     means_unscaled = [running_unscaled[n - 1] for n in counts]
     max_error = tuple(float(np.max(np.abs(mean - A))) for mean in means)
-    rms_A = float(np.sqrt(np.mean(A ** 2)))
-    rms_error = tuple(float(np.sqrt(np.mean((mean - A) ** 2))) for mean in means)
-    slope, rms_slope = (float(np.polyfit(np.log(counts), np.log(errors), 1)[0])
+    rms_A = math.sqrt(_mean(A ** 2))
+    rms_error = tuple(math.sqrt(_mean((mean - A) ** 2)) for mean in means)
+    log_counts = [math.log(n) for n in counts]
+    slope, rms_slope = (_slope(log_counts, [math.log(e) for e in errors])
                         for errors in (max_error, rms_error))
-    squared = np.sum(outputs ** 2, axis=(1, 2))
-    squared_unscaled = np.sum(unscaled ** 2, axis=(1, 2))
-    norm_A2 = float(np.sum(A ** 2))
+    squared, squared_unscaled = (np.array([_sum(sample) for sample in y ** 2])
+                                 for y in (outputs, unscaled))
+    norm_A2 = _sum(A ** 2)
     return Expectation(
         keep_prob=keep_prob, counts=counts, max_error=max_error,
         rms_error=rms_error,
@@ -209,11 +276,11 @@ def expectation(keep_prob: float = KEEP_PROB, counts: Sequence[int] = AVERAGE_CO
         slope=slope, rms_slope=rms_slope,
         max_error_unscaled=tuple(float(np.max(np.abs(mean - keep_prob * A)))
                                  for mean in means_unscaled),
-        ratio_unscaled=float(np.sum(means_unscaled[-1]) / np.sum(A)),
+        ratio_unscaled=_sum(means_unscaled[-1]) / _sum(A),
         max_error_unscaled_to_A=float(np.max(np.abs(means_unscaled[-1] - A))),
-        squared_norm_ratio=float(np.mean(squared) / norm_A2),
-        squared_norm_ratio_unscaled=float(np.mean(squared_unscaled) / norm_A2),
-        norm_ratio=float(np.mean(np.sqrt(squared)) / math.sqrt(norm_A2)))
+        squared_norm_ratio=_mean(squared) / norm_A2,
+        squared_norm_ratio_unscaled=_mean(squared_unscaled) / norm_A2,
+        norm_ratio=_mean(np.sqrt(squared)) / math.sqrt(norm_A2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,6 +819,13 @@ def _grid(mask: np.ndarray) -> List[str]:
             for i, row in enumerate(mask)]
 
 
+def _at_rounding_level(difference: float) -> str:
+    """A difference that only rounding makes, as a bound that reads the same on every CPU."""
+    if difference < ROUNDING_LEVEL:
+        return f"< {ROUNDING_LEVEL:g}"
+    return f"= {difference:.3g}"
+
+
 def _matrix(a: np.ndarray) -> List[str]:
     return ["      [" + " ".join(f"{v:11.8f}" for v in row) + "]" for row in a]
 
@@ -793,8 +867,11 @@ def format_report(report: Report) -> str:
               for x, v in w.quotients.items()]
     lines += ["  The thread's matrix, np.random.seed(42); A = np.random.randn(3, 4):"]
     lines += _matrix(w.A)
-    lines += [f"    ||A||       = {w.norm_A!r}",
-              f"    ||A / {q}|| = {w.norm_scaled!r}   = {1 / q:g} x ||A||"]
+    inverse = f"(1/{q})"
+    lines += [f"  B = A * {inverse} as in the thread: 1/{q} rounded once (to {1 / q!r}), then "
+              "multiplied in, as fastdrop does to the kept units.  Norms correctly rounded:",
+              f"    ||A||{' ' * (len(inverse) + 3)} = {w.norm_A!r}",
+              f"    ||A * {inverse}|| = {w.norm_scaled!r}   = {1 / q:g} x ||A||"]
     for factor, (norm, product) in w.scalars.items():
         lines.append(f"    ||{factor:g} A|| = {norm:.15g}   |{factor:g}| x ||A|| = {product:.15g}")
     lines += [f"  One real dropout mask (fastdrop.dropout(A, {q}, seed=0)) kept {w.kept} of "
@@ -856,9 +933,11 @@ def format_report(report: Report) -> str:
               f"    inverted (course): train with m * a / q and weights W' = q W at the start; "
               f"lr {c.lr} for W1 and the biases, lr x q^2 = {c.lr * c.keep_prob ** 2:g} for "
               "the weights after a dropout layer; test with W' as it is.",
-              f"  max |test prediction classic - inverted| = {c.max_prediction_difference:.3g} "
-              f"(max |W' - q W| after training = {c.max_weight_difference:.3g}); test accuracy "
-              f"{c.accuracy_classic:.3f} and {c.accuracy_inverted:.3f}.",
+              "  max |test prediction classic - inverted| "
+              f"{_at_rounding_level(c.max_prediction_difference)} (max |W' - q W| after "
+              f"training {_at_rounding_level(c.max_weight_difference)}): rounding errors, whose "
+              f"digits depend on the CPU's BLAS kernels; test accuracy {c.accuracy_classic:.3f} "
+              f"and {c.accuracy_inverted:.3f}.",
               f"  With equal learning rates (lr {c.lr} everywhere), max |difference| = "
               f"{c.max_prediction_difference_equal_lr:.3g}; test accuracy "
               f"{c.accuracy_inverted_equal_lr:.3f}; final training loss "

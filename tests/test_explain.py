@@ -1,7 +1,17 @@
 """``fastdrop explain``: the experiments' numbers (fastdrop.explain) and the command that prints
-them.  Training experiments run with ``quick=True``; their assertions hold at that length."""
+them.  Training experiments run with ``quick=True``; their assertions hold at that length.
+
+No test asserts a number that a BLAS kernel decides: exact values come from explain's correctly
+rounded norms and exactly rounded sums, values from training (BLAS matrix products) only meet
+bounds, and the report is checked to read the same under two OpenBLAS kernels."""
+import dataclasses
 import importlib.util
+import math
+import os
+import pathlib
+import subprocess
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -29,6 +39,7 @@ def test_the_threads_matrix_and_norms():
     assert np.array_equal(explain.thread_matrix(), A)
     result = explain.why_divide()
     assert result.keep_prob == 0.8
+    # The thread's printed norms, which are the correctly rounded ones: every CPU gives them.
     assert result.norm_A == 2.672810732482017
     assert result.norm_scaled == 3.3410134156025215
     assert result.quotients[42.0] == 52.5
@@ -36,15 +47,47 @@ def test_the_threads_matrix_and_norms():
     assert abs(result.quotients[-0.573]) > 0.573
     for norm, product in result.scalars.values():  # ||m A|| = |m| ||A||
         assert norm == pytest.approx(product, rel=1e-14)
-    assert result.scalars[1.25][0] == pytest.approx(3.3410134156025215, rel=1e-15)
+    assert result.scalars[1.25][0] == 3.3410134156025215
 
 
-def test_one_dropout_mask_scales_the_kept_units_by_one_over_keep_prob():
+def exactly_nearest(value: float, exact_square: Fraction) -> bool:
+    """Whether `value` is the float nearest sqrt(exact_square): the square lies strictly
+    between the squares of the midpoints to value's neighbours (a tie would need the root to
+    fit in 54 bits, which the data below never give)."""
+    below = (Fraction(math.nextafter(value, 0)) + Fraction(value)) / 2
+    above = (Fraction(value) + Fraction(math.nextafter(value, math.inf))) / 2
+    return below ** 2 < exact_square < above ** 2
+
+
+def test_norms_are_correctly_rounded():
+    """explain's norms are the float nearest the exact Frobenius norm, whatever the CPU: on the
+    thread's matrix (where rounding the sum of squares and then its root gives
+    2.6728107324820174) and on arrays of many sizes and scales."""
+    A = explain.thread_matrix()
+    assert math.sqrt(math.fsum(x * x for x in A.ravel().tolist())) != explain._norm(A)
+    rng = np.random.default_rng(13)
+    arrays = [A, A * (1 / Q), np.array([3.0, 4.0]), np.array([-2.5])]
+    arrays += [rng.standard_normal(size) * 10.0 ** rng.integers(-150, 150)
+               for size in rng.integers(1, 400, 200)]
+    for a in arrays:
+        exact_square = sum(Fraction(x) ** 2 for x in a.ravel().tolist())
+        assert exactly_nearest(explain._norm(a), exact_square), a
+    assert explain._norm(np.array([3.0, 4.0])) == 5.0
+    assert explain._norm(np.array([-2.5])) == 2.5
+    assert explain._norm(np.zeros((2, 3))) == 0.0
+
+
+def test_one_dropout_mask_multiplies_the_kept_units_by_one_over_keep_prob_rounded_once():
+    """B = A * (1/q) as in the thread, which is not A / q (3 elements differ in their last bit,
+    one of them kept by this mask), is what fastdrop's kernel writes to the kept units, bit for
+    bit."""
     result = explain.why_divide()
     kept = result.dropped != 0
     assert 0 < result.kept == np.count_nonzero(kept) < result.A.size
     assert result.kept_ratio == 1.25
-    assert np.array_equal(result.dropped[kept], result.A[kept] * 1.25)
+    assert np.array_equal(result.scaled, result.A * (1 / Q))
+    assert np.array_equal(result.dropped[kept], result.scaled[kept])
+    assert not np.array_equal(result.dropped[kept], (result.A / Q)[kept])
     assert result.norm_dropped == pytest.approx(result.norm_dropped_unscaled / Q, rel=1e-14)
 
 
@@ -198,7 +241,83 @@ def test_format_report_has_every_section_and_the_numbers(quick_report):
     assert positions == sorted(positions)
     for number in ("2.672810732482017", "3.3410134156025215", "52.5", "-0.71625", "1.25"):
         assert number in text
+    assert "||A * (1/0.8)|| = 3.3410134156025215" in text
     assert max(len(line) for line in text.splitlines()) <= explain.WIDTH
+
+
+def test_rounding_errors_are_printed_as_a_bound(quick_report):
+    """The classic/inverted differences of experiment 4 are rounding errors, whose digits vary
+    with the CPU's BLAS kernels: the report gives a bound, and the number itself only when a
+    difference is not a rounding error."""
+    assert quick_report.classic_vs_inverted.max_prediction_difference < explain.ROUNDING_LEVEL
+    text = explain.format_report(quick_report)
+    assert f"classic - inverted| < {explain.ROUNDING_LEVEL:g} (max |W' - q W| after training < " \
+           f"{explain.ROUNDING_LEVEL:g})" in " ".join(text.split())
+    drifted = dataclasses.replace(quick_report.classic_vs_inverted,
+                                  max_prediction_difference=0.00123)
+    text = explain.format_report(dataclasses.replace(quick_report, classic_vs_inverted=drifted))
+    assert "classic - inverted| = 0.00123 (max" in " ".join(text.split())
+
+
+#: Instruction sets that OpenBLAS's kernels need, by their /proc/cpuinfo flags: OpenBLAS takes
+#: OPENBLAS_CORETYPE at its word, so asking for kernels the CPU lacks would crash the process.
+KERNEL_FLAGS = {"Haswell": {"avx2", "fma"},
+                "SkylakeX": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}}
+
+#: Prints the OpenBLAS kernels that NumPy loaded ("none" without OpenBLAS), then the report.
+EXPLAIN_UNDER_THE_KERNEL = """
+import ctypes, sys
+import numpy  # loads NumPy's BLAS
+with open("/proc/self/maps") as maps:
+    paths = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1]})
+getters = [getattr(ctypes.CDLL(path), prefix + "_get_corename" + suffix, None) for path in paths
+           for prefix in ("openblas", "scipy_openblas") for suffix in ("", "64_")]
+getters = [getter for getter in getters if getter is not None]
+if not getters:
+    print("none")
+    sys.exit()
+getters[0].restype = ctypes.c_char_p
+print(getters[0]().decode())
+from fastdrop.cli import main
+sys.exit(main(["explain", "--quick"]))
+"""
+
+
+def cpu_flags():
+    with open("/proc/cpuinfo") as cpuinfo:
+        return {flag for line in cpuinfo if line.startswith("flags")
+                for flag in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"),
+                    reason="finding the loaded OpenBLAS needs Linux's /proc")
+def test_the_report_reads_the_same_under_two_blas_kernels(tmp_path):
+    """`fastdrop explain --quick` prints the same text under OpenBLAS's Haswell and SkylakeX
+    kernels, which round NumPy's norm and matrix products differently (the variable is read
+    when NumPy loads OpenBLAS: one process each), with the thread's exact norms."""
+    missing = {core: flags - cpu_flags() for core, flags in KERNEL_FLAGS.items()}
+    if any(missing.values()):
+        pytest.skip(f"this CPU cannot run these OpenBLAS kernels: lacks {missing}")
+    package_parent = str(pathlib.Path(fastdrop.__file__).resolve().parents[1])
+    # The two processes share the cores: one thread each (OpenBLAS's threads would spin).
+    env = dict(os.environ, PYTHONPATH=package_parent, OPENBLAS_NUM_THREADS="1",
+               FASTDROP_NUM_THREADS="1")
+    processes = {core: subprocess.Popen(
+        [sys.executable, "-c", EXPLAIN_UNDER_THE_KERNEL], cwd=tmp_path, text=True,
+        env=dict(env, OPENBLAS_CORETYPE=core), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for core in KERNEL_FLAGS}
+    outputs = {core: process.communicate(timeout=120) for core, process in processes.items()}
+    reports = {}
+    for core, (out, err) in outputs.items():
+        assert processes[core].returncode == 0, err
+        loaded, _, reports[core] = out.partition("\n")
+        if loaded == "none":
+            pytest.skip("NumPy's BLAS is not OpenBLAS")
+        assert loaded.lower() == core.lower()  # OPENBLAS_CORETYPE was obeyed
+    assert reports["Haswell"] == reports["SkylakeX"]
+    lines = reports["Haswell"].splitlines()
+    assert "    ||A||           = 2.672810732482017" in lines
+    assert "    ||A * (1/0.8)|| = 3.3410134156025215   = 1.25 x ||A||" in lines
 
 
 @pytest.fixture
