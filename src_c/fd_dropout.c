@@ -429,9 +429,9 @@ static fd_status prepare(const fd_params *p, layout *L)
 /* The process around a call (SPEC §8): fork safety and the floating-point environment          */
 /* ------------------------------------------------------------------------------------------ */
 
-/* See fd_thread_limit in fd_dropout.h.  Plain ints: they change in the fork handler, while the
- * child has one thread, and in fd_thread_limit_lift, which the caller orders with its calls (the
- * Python layer holds the GIL); every call reads them on its calling thread. */
+/* See fd_thread_limit in fd_dropout.h.  A plain int, like active_path: it changes only in a
+ * forked child (the fork handler runs while the child has one thread), and a call racing with
+ * fd_thread_limit_lift on another thread reads either value, which give the same bits. */
 static int thread_limit = INT_MAX;
 
 #if FD_USE_OPENMP
@@ -462,7 +462,8 @@ int fd_thread_limit(void)
 
 void fd_thread_limit_lift(void)
 {
-    thread_limit = INT_MAX;
+    if (thread_limit != INT_MAX)
+        thread_limit = INT_MAX;
 }
 
 static int effective_threads(const fd_params *p, uint64_t elements, uint64_t tiles)

@@ -131,7 +131,7 @@ int fd_default_num_threads(void);
  * fd_thread_limit_lift(); after that a threaded call starts its parallel region on a thread of
  * its own (new threads have no pool yet), which costs the creation of its threads on every
  * call.  fd_thread_limit() is the most threads a call may use now: 1 in a child until the lift,
- * else INT_MAX.  Both are plain C with no effect where FD_FORK_HANDLERS is 0.
+ * else INT_MAX (always INT_MAX where FD_FORK_HANDLERS is 0).
  */
 int fd_thread_limit(void);
 void fd_thread_limit_lift(void);
