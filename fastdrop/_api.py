@@ -135,7 +135,16 @@ def manual_seed(seed: int) -> None:
 def set_num_threads(n: int) -> None:
     """Set how many threads the kernels may use for large arrays (small ones use one).
 
-    Results are bit-identical for every thread count.
+    Results are bit-identical for every thread count.  In a child process made by ``fork()``
+    (multiprocessing's "fork" start method, a PyTorch ``DataLoader`` worker on Linux) calls run
+    on one thread until this is called there: the OpenMP thread pool inherited from the parent
+    has lost its threads and would hang.  After it, each threaded call in the child starts
+    threads of its own, which costs their creation (tens of microseconds) on every call.
+
+    Parameters
+    ----------
+    n : int
+        The most threads a call may use, in [1, 4096].
     """
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (numbers.Integral, np.integer)):
         raise TypeError(f"n must be a positive int, got {n!r}")
@@ -145,7 +154,8 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads the kernels may use."""
+    """The number of threads the kernels may use: 1 in a child made by ``fork()`` until
+    `set_num_threads` is called there."""
     return _core.get_num_threads()
 
 

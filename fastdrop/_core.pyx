@@ -89,6 +89,8 @@ cdef extern from "fd_dropout.h":
     const char *fd_simd_name(fd_simd path) nogil
     int fd_openmp_enabled() nogil
     int fd_default_num_threads() nogil
+    int fd_thread_limit() nogil
+    void fd_thread_limit_lift() nogil
 
 
 cdef int _num_threads = fd_default_num_threads()
@@ -124,10 +126,11 @@ def set_simd_path(str name):
 def set_num_threads(int n):
     global _num_threads
     _num_threads = n
+    fd_thread_limit_lift()
 
 
 def get_num_threads():
-    return _num_threads
+    return min(_num_threads, fd_thread_limit())
 
 
 def philox_words(uint64_t seed, uint64_t high, uint64_t first_block, Py_ssize_t nblocks):

@@ -13,12 +13,16 @@
  */
 #include "fd_dropout.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "fd_kernels.h"
 
 #if FD_USE_OPENMP
 #include <omp.h>
+#endif
+#if FD_FORK_HANDLERS
+#include <pthread.h>
 #endif
 
 /* Largest tile, in decisions: its bit buffer (512 bytes) stays in L1 next to the data. */
@@ -421,15 +425,87 @@ static fd_status prepare(const fd_params *p, layout *L)
     return FD_OK;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The process around a call (SPEC §8): fork safety and the floating-point environment          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* See fd_thread_limit in fd_dropout.h.  A plain int, like active_path: it changes only in a
+ * forked child (the fork handler runs while the child has one thread), and a call racing with
+ * fd_thread_limit_lift on another thread reads either value, which give the same bits. */
+static int thread_limit = INT_MAX;
+
+#if FD_USE_OPENMP
+/* 1 in a child made by fork() and in its descendants (only the fork handler sets it): the
+ * forking thread's OpenMP pool may be one whose threads stayed in the parent. */
+static int forked = 0;
+#endif
+
+#if FD_FORK_HANDLERS
+static void after_fork_in_child(void)
+{
+    forked = 1;
+    thread_limit = 1;
+}
+
+/* Registered when the library is loaded, so that a fork after work done by another library on
+ * the same OpenMP runtime (PyTorch) is covered before fastdrop's first call. */
+__attribute__((constructor)) static void register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+#endif
+
+int fd_thread_limit(void)
+{
+    return thread_limit;
+}
+
+void fd_thread_limit_lift(void)
+{
+    if (thread_limit != INT_MAX)
+        thread_limit = INT_MAX;
+}
+
 static int effective_threads(const fd_params *p, uint64_t elements, uint64_t tiles)
 {
-    int threads = p->num_threads;
+    int threads = p->num_threads < thread_limit ? p->num_threads : thread_limit;
     if (elements < FD_PARALLEL_MIN_ELEMENTS || threads < 1)
         threads = 1;
     if ((uint64_t)threads > tiles)
         threads = (int)tiles;
     return threads;
 }
+
+#if FD_USE_OPENMP
+/*
+ * The floating-point environment is per thread, and pool threads keep whatever they were
+ * created with, so each worker takes the caller's for the call and gets its own back after.
+ * What each platform carries:
+ * - x86 with SSE: MXCSR, i.e. rounding, flush-to-zero, denormals-are-zero and the exception
+ *   masks (the x87 control word is not carried: no kernel computes on the x87 unit);
+ * - AArch64 with GCC or Clang: FPCR, i.e. rounding, flush-to-zero (FZ, FZ16), default NaN and
+ *   the trap enables;
+ * - elsewhere: the C library's fenv_t (fegetenv/fesetenv), which holds at least the rounding
+ *   mode and, on most platforms, the whole floating-point control register.
+ * MXCSR and FPCR are read and written directly: one register each, and no dependence on what a
+ * C library's fesetenv restores.
+ */
+#if defined(__SSE__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 1)
+#include <xmmintrin.h>
+typedef unsigned int fp_env;
+static void fp_env_get(fp_env *env) { *env = _mm_getcsr(); }
+static void fp_env_set(const fp_env *env) { _mm_setcsr(*env); }
+#elif defined(__aarch64__) && defined(__GNUC__)
+typedef uint64_t fp_env;
+static void fp_env_get(fp_env *env) { __asm__ __volatile__("mrs %0, fpcr" : "=r"(*env)); }
+static void fp_env_set(const fp_env *env) { __asm__ __volatile__("msr fpcr, %0" : : "r"(*env)); }
+#else
+#include <fenv.h>
+typedef fenv_t fp_env;
+static void fp_env_get(fp_env *env) { fegetenv(env); }
+static void fp_env_set(const fp_env *env) { fesetenv(env); }
+#endif
+#endif
 
 /* Tiles a thread takes at a time.  Threads take chunks as they go (dynamic schedule) rather than
  * a fixed share: on a shared machine one thread is often descheduled for a while, and a fixed
@@ -439,18 +515,68 @@ static int effective_threads(const fd_params *p, uint64_t elements, uint64_t til
 #define FD_TILES_PER_CHUNK 16
 #endif
 
-/* Calls fn(ctx, t) for t in [0, tiles), on `threads` threads.  One thread runs the plain loop:
- * even a one-thread OpenMP region costs more than a small call's whole work. */
+/* Calls fn(ctx, t) for t in [0, tiles). */
 typedef void (*tile_fn)(const void *ctx, int64_t t);
 
+#if FD_USE_OPENMP
+typedef struct tile_loop {
+    int64_t tiles;
+    int threads;
+    tile_fn fn;
+    const void *ctx;
+    fp_env caller_env;
+} tile_loop;
+
+static void run_parallel(const tile_loop *loop)
+{
+#pragma omp parallel num_threads(loop->threads)
+    {
+        fp_env own_env;
+        fp_env_get(&own_env);
+        fp_env_set(&loop->caller_env);
+#pragma omp for schedule(dynamic, FD_TILES_PER_CHUNK) nowait
+        for (int64_t t = 0; t < loop->tiles; t++)
+            loop->fn(loop->ctx, t);
+        fp_env_set(&own_env);
+    }
+}
+#endif
+
+#if FD_FORK_HANDLERS
+static void *run_parallel_thread(void *loop)
+{
+    run_parallel(loop);
+    return NULL;
+}
+
+/* Runs the region from a new thread, which has no OpenMP pool yet and so starts threads of its
+ * own rather than waiting for ones that stayed in the parent.  0 when no thread could be made. */
+static int run_parallel_on_new_thread(tile_loop *loop)
+{
+    pthread_t master;
+    if (pthread_create(&master, NULL, run_parallel_thread, loop) != 0)
+        return 0;
+    pthread_join(master, NULL);
+    return 1;
+}
+#endif
+
+/* Runs the tiles on `threads` threads.  One thread runs the plain loop: even a one-thread OpenMP
+ * region costs more than a small call's whole work. */
 static void for_each_tile(int64_t tiles, int threads, tile_fn fn, const void *ctx)
 {
 #if FD_USE_OPENMP
     if (threads > 1) {
-#pragma omp parallel for num_threads(threads) schedule(dynamic, FD_TILES_PER_CHUNK)
-        for (int64_t t = 0; t < tiles; t++)
-            fn(ctx, t);
-        return;
+        tile_loop loop = {.tiles = tiles, .threads = threads, .fn = fn, .ctx = ctx};
+        fp_env_get(&loop.caller_env);
+        if (!forked) {
+            run_parallel(&loop);
+            return;
+        }
+#if FD_FORK_HANDLERS
+        if (run_parallel_on_new_thread(&loop))
+            return;
+#endif
     }
 #else
     (void)threads;

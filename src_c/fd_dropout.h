@@ -24,6 +24,17 @@
 #  error "FD_USE_OPENMP=1 needs a compiler run with OpenMP enabled (-fopenmp)"
 #endif
 
+/* Build knob: 1 to register the fork handler that keeps a child made by fork() from hanging (see
+ * fd_thread_limit).  It needs OpenMP (without threads nothing can hang), POSIX threads
+ * (pthread_atfork) and a compiler that runs a function when the library is loaded (GCC, Clang). */
+#ifndef FD_FORK_HANDLERS
+#  if FD_USE_OPENMP && (defined(__unix__) || defined(__APPLE__)) && defined(__GNUC__)
+#    define FD_FORK_HANDLERS 1
+#  else
+#    define FD_FORK_HANDLERS 0
+#  endif
+#endif
+
 /* Most axes an array may have; NumPy's own limit is 64. */
 #define FD_MAX_NDIM 64
 
@@ -112,5 +123,17 @@ const char *fd_simd_name(fd_simd path);
 /* Whether the core was built with OpenMP, and how many threads it would use by default. */
 int fd_openmp_enabled(void);
 int fd_default_num_threads(void);
+
+/*
+ * Fork safety (SPEC §8).  A child made by fork() inherits the OpenMP runtime's thread pool
+ * without its threads, and libgomp hangs in the first parallel region the forking thread starts
+ * there.  So in such a child every call runs on one thread, whatever num_threads says, until
+ * fd_thread_limit_lift(); after that a threaded call starts its parallel region on a thread of
+ * its own (new threads have no pool yet), which costs the creation of its threads on every
+ * call.  fd_thread_limit() is the most threads a call may use now: 1 in a child until the lift,
+ * else INT_MAX (always INT_MAX where FD_FORK_HANDLERS is 0).
+ */
+int fd_thread_limit(void);
+void fd_thread_limit_lift(void);
 
 #endif /* FD_DROPOUT_H */

@@ -19,9 +19,17 @@
  * - the decisions against an independent implementation of SPEC §3 (including the refinement
  *   draw), the float32/float64 values against the op, and every SIMD path that the CPU supports
  *   (via fd_simd_select) byte for byte against the scalar path.
+ * - the process around a call (SPEC §8, OpenMP builds): a threaded call made with flush-to-zero
+ *   and denormals-are-zero set on the calling thread only flushes on every thread, and leaves the
+ *   pool threads' own mode as it was (x86); a child made by fork() after threaded calls completes
+ *   its threaded calls with the parent's bytes, on one thread and, after fd_thread_limit_lift,
+ *   on threads of its own (POSIX).
  *
  * Exit status 0 when everything passed; failures are printed to stderr.
  */
+#define _POSIX_C_SOURCE 200809L /* fork, waitpid, alarm */
+
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +37,15 @@
 
 #include "fd_dropout.h"
 #include "fd_philox.h"
+
+#if FD_FORK_HANDLERS
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+#if FD_USE_OPENMP && defined(__SSE__)
+#include <omp.h>
+#include <xmmintrin.h>
+#endif
 
 static long failures;
 static long checks;
@@ -546,11 +563,116 @@ static void test_kernels(int max_threads)
     }
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* The process around a call (SPEC §8)                                                          */
+/* ------------------------------------------------------------------------------------------- */
+
+#if FD_USE_OPENMP
+/* Past the parallel threshold (65536 elements), with a tail. */
+#define PROCESS_SIZE 200003
+
+/* A contiguous float32 forward call of PROCESS_SIZE elements on `threads` threads. */
+static void forward_f32(const float *x, float *y, int threads)
+{
+    static const ptrdiff_t shape[1] = {PROCESS_SIZE}, strides[1] = {sizeof(float)};
+    static const uint8_t shared[1] = {0};
+    fd_params p;
+    memset(&p, 0, sizeof p);
+    p.seed = 77;
+    p.threshold = 0x9999999Au;
+    p.scale = (double)(1.0f / 0.6f);
+    p.ndim = 1;
+    p.shape = shape;
+    p.in_strides = strides;
+    p.out_strides = strides;
+    p.shared_axes = shared;
+    p.num_threads = threads;
+    CHECK(fd_dropout_forward_f32(&p, x, y, NULL) == FD_OK, "forward_f32 refused");
+}
+
+static float *floats(void)
+{
+    float *a = calloc(PROCESS_SIZE, sizeof(float));
+    if (!a) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return a;
+}
+#endif
+
+/* Runs after the kernel tests, whose threaded calls made the pool threads in the default mode. */
+static void test_floating_point_environment(void)
+{
+#if FD_USE_OPENMP && defined(__SSE__)
+    const unsigned int flush = 0x8040; /* MXCSR's flush-to-zero and denormals-are-zero bits */
+    float *x = floats(), *one = floats(), *many = floats();
+    for (int i = 0; i < PROCESS_SIZE; i++)
+        x[i] = ldexpf((float)(i % 1000 + 1), -149) * (i % 2 ? -1.0f : 1.0f); /* subnormals */
+    unsigned int before = _mm_getcsr();
+    _mm_setcsr(before | flush);
+    forward_f32(x, one, 1);
+    forward_f32(x, many, 3);
+    unsigned int during = _mm_getcsr();
+    _mm_setcsr(before);
+    CHECK(memcmp(one, many, PROCESS_SIZE * sizeof(float)) == 0,
+          "flush-to-zero on the caller: 3 threads differ from 1");
+    int unflushed = 0;
+    for (int i = 0; i < PROCESS_SIZE; i++)
+        unflushed += many[i] != 0.0f;
+    CHECK(unflushed == 0, "flush-to-zero on the caller: %d subnormals kept", unflushed);
+    CHECK((during & flush) == flush, "the call changed the caller's MXCSR");
+    int flushing = 0;
+#pragma omp parallel num_threads(3) reduction(+ : flushing)
+    flushing += (_mm_getcsr() & flush) != 0;
+    CHECK(flushing == 0, "%d pool threads kept the caller's mode after the call", flushing);
+    free(x);
+    free(one);
+    free(many);
+#endif
+}
+
+/* Runs after threaded calls in this process, so the child inherits a pool without threads. */
+static void test_fork(void)
+{
+#if FD_FORK_HANDLERS
+    float *x = floats(), *want = floats(), *got = floats();
+    for (int i = 0; i < PROCESS_SIZE; i++)
+        x[i] = (float)(i % 777) - 300.0f;
+    forward_f32(x, want, 3);
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        alarm(60); /* a hang kills the child */
+        int limited = fd_thread_limit() == 1;
+        forward_f32(x, got, 3);
+        int one_thread_right = memcmp(got, want, PROCESS_SIZE * sizeof(float)) == 0;
+        fd_thread_limit_lift();
+        int lifted = fd_thread_limit() == INT_MAX;
+        memset(got, 0, PROCESS_SIZE * sizeof(float));
+        forward_f32(x, got, 3);
+        int threaded_right = memcmp(got, want, PROCESS_SIZE * sizeof(float)) == 0;
+        _exit(limited && one_thread_right && lifted && threaded_right ? 0 : 1);
+    }
+    CHECK(child > 0, "fork failed");
+    int status = 0;
+    if (child > 0)
+        CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "forked child: %s", WIFSIGNALED(status) ? "killed (hung)" : "wrong limit or bytes");
+    CHECK(fd_thread_limit() == INT_MAX, "the parent's thread limit changed");
+    free(x);
+    free(want);
+    free(got);
+#endif
+}
+
 int main(void)
 {
     test_known_answers();
     int max_threads = fd_openmp_enabled() ? 3 : 1;
     test_kernels(max_threads);
+    test_floating_point_environment();
+    test_fork();
     int paths = 0;
     for (int path = FD_SIMD_SCALAR; path <= FD_SIMD_AVX512; path++)
         if (fd_simd_supported((fd_simd)path)) {
