@@ -119,13 +119,15 @@ class _Loan:
     __slots__ = ("__array_interface__", "_block", "_cache")
 
     def __init__(self, block: np.ndarray, cache: "_OutputCache") -> None:
-        self._block = block
-        self._cache = cache
         self.__array_interface__ = {"version": 3, "shape": block.shape, "typestr": "|u1",
                                     "data": (block.__array_interface__["data"][0], False)}
+        self._cache = cache
+        self._block = block  # last: a loan whose construction failed has nothing to give back
 
     def __del__(self) -> None:
-        self._cache.give_back(self._block)
+        block = getattr(self, "_block", None)
+        if block is not None:
+            self._cache.give_back(block)
 
 
 class _OutputCache:

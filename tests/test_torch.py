@@ -3,6 +3,7 @@ zero-copy tensors of every served dtype, the same masks as fastdrop.dropout, err
 training under DistributedDataParallel."""
 import copy
 import doctest
+import gc
 import math
 import os
 import pathlib
@@ -607,6 +608,24 @@ def test_threads_share_the_cache(fresh_cache, large_input):
         thread.join()
     assert errors == []
     assert 0 < fdt.cached_bytes() <= 3 * CACHED_NBYTES
+
+
+@pytest.mark.parametrize("arguments", [
+    lambda cache: (bytearray(CACHED_NBYTES), cache),  # not an array: fails in __init__
+    lambda cache: (np.empty(CACHED_NBYTES, np.uint8),),  # no cache: fails before __init__
+], ids=["not-an-array", "no-cache"])
+def test_a_loan_whose_construction_failed_dies_quietly(monkeypatch, arguments):
+    """A loan whose construction failed part way gives nothing back when it dies: its
+    finaliser raises nothing (no "Exception ignored in"), and the cache holds nothing new and
+    still lends."""
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    cache = fdt._OutputCache(1 << 30)
+    with pytest.raises((AttributeError, TypeError)):
+        fdt._Loan(*arguments(cache))
+    gc.collect()
+    assert reported == []
+    assert cache.held() == 0 and cache.take(CACHED_NBYTES).nbytes == CACHED_NBYTES
 
 
 # ---------------------------------------------------------------------------------------------
