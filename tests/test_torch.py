@@ -8,6 +8,7 @@ import math
 import os
 import pathlib
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -608,6 +609,22 @@ def test_threads_share_the_cache(fresh_cache, large_input):
         thread.join()
     assert errors == []
     assert 0 < fdt.cached_bytes() <= 3 * CACHED_NBYTES
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_the_cache_serves_code_that_interrupts_it():
+    """A signal handler run while its thread is inside the cache (holding its lock) can take
+    outputs from the cache, give them back, empty it, cap it and count it: no deadlock, every
+    output right, no block lent twice, no release lost.  tests/_cache_reentry_worker.py
+    interrupts each of the cache's operations at every line of its code in turn, in a process
+    of its own, so that a deadlock fails this test (after faulthandler's stack dump) instead of
+    hanging the suite."""
+    worker = pathlib.Path(__file__).with_name("_cache_reentry_worker.py")
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    done = subprocess.run([sys.executable, str(worker), "240"], env=env,
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("interrupted ")
 
 
 @pytest.mark.parametrize("arguments", [
