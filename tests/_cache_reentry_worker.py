@@ -7,8 +7,9 @@ Each of the cache's operations (an output taken, one given back, set_cache_limit
 is interrupted at every line the cache's code runs, in turn, by a SIGUSR1 handler that uses the
 cache itself.  A trace function raises the signal there: signal.raise_signal runs the handler
 at once, on the main thread, inside the cache, as a signal arriving at that moment would.
-After each interrupted operation the outputs still alive are checked: right values, no two of
-them sharing memory, and the cache's byte count agrees with its blocks.  Prints
+After each interrupted operation the outputs still alive are checked (right values, no two of
+them sharing memory), and the cache (its byte count agrees with its blocks, and the release
+that the handler asked for was done).  Prints
 "interrupted N times" and exits 0, or exits non-zero on a failed check; after TIMEOUT_SECONDS
 (a deadlock) faulthandler prints every thread's stack and exits non-zero.
 """
