@@ -119,22 +119,27 @@ class _Loan:
     __slots__ = ("__array_interface__", "_block", "_cache")
 
     def __init__(self, block: np.ndarray, cache: "_OutputCache") -> None:
-        self._block = block
-        self._cache = cache
         self.__array_interface__ = {"version": 3, "shape": block.shape, "typestr": "|u1",
                                     "data": (block.__array_interface__["data"][0], False)}
+        self._cache = cache
+        self._block = block  # last: a loan whose construction failed has nothing to give back
 
     def __del__(self) -> None:
-        self._cache.give_back(self._block)
+        block = getattr(self, "_block", None)
+        if block is not None:
+            self._cache.give_back(block)
 
 
 class _OutputCache:
     """Freed output blocks, newest last, each kept for the next output of exactly its size;
     those beyond `limit` bytes in all are released, oldest first.
 
-    A loan that dies while the lock is held does not wait for it: its block is freed instead.
-    The holder may be its own thread (a collection triggered inside the cache's code runs the
-    loan's finaliser there), and the list must not change under it.
+    Nothing waits for the lock.  Its holder may be the very thread that asks: code can run on
+    a thread while it is inside the cache (a signal handler, or a finaliser run by a
+    collection, e.g. a loan's), and it would wait forever for the code it interrupted; nor may
+    it change the list under its holder.  So when the lock is taken, `take` lends new memory,
+    `give_back` frees the block, and `set_limit` and `clear` leave the release they ask for to
+    the holder, which carries it out as it leaves.
     """
 
     def __init__(self, limit: int) -> None:
@@ -142,48 +147,67 @@ class _OutputCache:
         self._blocks: List[np.ndarray] = []
         self._held = 0
         self._limit = limit
+        self._emptying = False  # a clear that found the lock taken, for its holder to carry out
 
     def take(self, nbytes: int) -> np.ndarray:
         """A writable uint8 array of nbytes bytes: a cached block's memory when one has that
         size, new memory otherwise."""
         block = None
-        with self._lock:
-            for index in range(len(self._blocks) - 1, -1, -1):
-                if self._blocks[index].nbytes == nbytes:
-                    block = self._blocks.pop(index)
-                    self._held -= nbytes
-                    break
+        if self._lock.acquire(blocking=False):
+            try:
+                for index in range(len(self._blocks) - 1, -1, -1):
+                    if self._blocks[index].nbytes == nbytes:
+                        block = self._blocks.pop(index)
+                        self._held -= nbytes
+                        break
+            finally:
+                self._leave()
         if block is None:
             block = np.empty(nbytes, dtype=np.uint8)
         return np.asarray(_Loan(block, self))
 
     def give_back(self, block: np.ndarray) -> None:
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            self._blocks.append(block)
-            self._held += block.nbytes
-            self._release_beyond(self._limit)
-        finally:
-            self._lock.release()
-
-    def _release_beyond(self, limit: int) -> None:
-        """Drops the oldest blocks until at most `limit` bytes are held; the lock is held."""
-        while self._held > limit:
-            self._held -= self._blocks.pop(0).nbytes
+        if self._lock.acquire(blocking=False):
+            try:
+                self._blocks.append(block)
+                self._held += block.nbytes
+            finally:
+                self._leave()
 
     def held(self) -> int:
         return self._held
 
     def set_limit(self, limit: int) -> int:
-        with self._lock:
-            previous, self._limit = self._limit, limit
-            self._release_beyond(limit)
+        previous, self._limit = self._limit, limit
+        self._release_requested()
         return previous
 
     def clear(self) -> None:
-        with self._lock:
+        self._emptying = True
+        self._release_requested()
+
+    def _release_requested(self) -> None:
+        """Releases what the limit and a clear ask for, unless the lock is taken: its holder
+        then does it as it leaves."""
+        if self._lock.acquire(blocking=False):
+            self._leave()
+
+    def _leave(self) -> None:
+        """Releases what the limit and a clear ask for, then the lock.  A request made after
+        that, while the lock was still held, found it taken: carried out here, unless someone
+        has taken the lock since (who will)."""
+        if self._emptying:
+            self._emptying = False  # first: a clear made during the release is seen below
             self._release_beyond(0)
+        self._release_beyond(self._limit)
+        self._lock.release()
+        if self._emptying or self._held > self._limit:
+            self._release_requested()
+
+    def _release_beyond(self, limit: int) -> None:
+        """Drops the oldest blocks until at most `limit` bytes are held; the lock is held."""
+        while self._held > limit:
+            self._held -= self._blocks.pop(0).nbytes
 
 
 _OUTPUT_CACHE = _OutputCache(_DEFAULT_CACHE_LIMIT)
@@ -206,6 +230,11 @@ def empty_cache() -> None:
     loop repeats its shapes) rather than returned and mapped afresh, which costs a page fault
     and the zeroing of every page.  Tensors in use are not affected.
 
+    Safe anywhere, signal handlers included: no function of the cache waits for it.  Called
+    while the cache is in use (by another thread, or by the code that a signal handler or a
+    finaliser interrupted on this thread), it returns at once, and the memory is released as
+    that use ends (on this thread: once the handler has returned).
+
     Examples
     --------
     >>> import fastdrop.torch as fdt
@@ -217,7 +246,11 @@ def empty_cache() -> None:
 
 
 def cached_bytes() -> int:
-    """The bytes of freed outputs the cache holds for reuse (see `empty_cache`)."""
+    """The bytes of freed outputs the cache holds for reuse (see `empty_cache`).
+
+    Safe anywhere, signal handlers included; while the cache is in use, it may not yet count
+    the change under way.
+    """
     return _OUTPUT_CACHE.held()
 
 
@@ -238,6 +271,11 @@ def set_cache_limit(nbytes: int) -> int:
     ------
     TypeError, ValueError
         `nbytes` is not an int, or is negative.
+
+    Notes
+    -----
+    Safe anywhere, signal handlers included: the cap applies at once, and while the cache is
+    in use, the oldest blocks beyond it are released as with `empty_cache`.
     """
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")

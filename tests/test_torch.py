@@ -3,10 +3,12 @@ zero-copy tensors of every served dtype, the same masks as fastdrop.dropout, err
 training under DistributedDataParallel."""
 import copy
 import doctest
+import gc
 import math
 import os
 import pathlib
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -607,6 +609,40 @@ def test_threads_share_the_cache(fresh_cache, large_input):
         thread.join()
     assert errors == []
     assert 0 < fdt.cached_bytes() <= 3 * CACHED_NBYTES
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_the_cache_serves_code_that_interrupts_it():
+    """A signal handler run while its thread is inside the cache (holding its lock) can take
+    outputs from the cache, give them back, empty it, cap it and count it: no deadlock, every
+    output right, no block lent twice, no release lost.  tests/_cache_reentry_worker.py
+    interrupts each of the cache's operations at every line of its code in turn, in a process
+    of its own, so that a deadlock fails this test (after faulthandler's stack dump) instead of
+    hanging the suite."""
+    worker = pathlib.Path(__file__).with_name("_cache_reentry_worker.py")
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    done = subprocess.run([sys.executable, str(worker), "240"], env=env,
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("interrupted ")
+
+
+@pytest.mark.parametrize("arguments", [
+    lambda cache: (bytearray(CACHED_NBYTES), cache),  # not an array: fails in __init__
+    lambda cache: (np.empty(CACHED_NBYTES, np.uint8),),  # no cache: fails before __init__
+], ids=["not-an-array", "no-cache"])
+def test_a_loan_whose_construction_failed_dies_quietly(monkeypatch, arguments):
+    """A loan whose construction failed part way gives nothing back when it dies: its
+    finaliser raises nothing (no "Exception ignored in"), and the cache holds nothing new and
+    still lends."""
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    cache = fdt._OutputCache(1 << 30)
+    with pytest.raises((AttributeError, TypeError)):
+        fdt._Loan(*arguments(cache))
+    gc.collect()
+    assert reported == []
+    assert cache.held() == 0 and cache.take(CACHED_NBYTES).nbytes == CACHED_NBYTES
 
 
 # ---------------------------------------------------------------------------------------------
