@@ -183,7 +183,7 @@ def _agrees_with_scalar(path: str) -> bool:
     refinement draw, rows that start and end inside a byte of decisions, tails shorter than a
     vector, values that round."""
     words = _core.philox_words(1, 0, 0, 8)
-    tie_threshold = (int(words[0]) & 0xFFFF) << 16 | 0x8000  # T_hi is the first half
+    tie_threshold = (int(words[0]) & 0xFF) << 24 | 0x800000  # T_hi is the first byte
     values = np.linspace(-3, 3, 21 * 77).reshape(21, 77)[:, 3:] * np.pi
     results = []
     for name in ("scalar", path):

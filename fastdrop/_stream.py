@@ -12,7 +12,7 @@ import numpy as np
 SEED_LIMIT = 2**64
 SUBSEQUENCE_LIMIT = 2**63
 BLOCK_LIMIT = 2**64
-DECISIONS_PER_BLOCK = 8
+DECISIONS_PER_BLOCK = 16  # one byte each (SPEC §3, version 2 of the stream)
 MODES = ("inverted", "classic", "alpha")
 # -lambda * alpha of SELU (Klambauer et al. 2017): the value alpha dropout gives dropped units
 # before its affine correction, the limit of SELU for large negative inputs.

@@ -15,8 +15,8 @@ from fastdrop import _core
 from fastdrop._core import DropoutMask, Stream, threshold_for
 from fastdrop._stream import compute_dtype
 
-__all__ = ["philox4x32_10", "philox_words", "keep_rule", "refinement_draw", "decisions",
-           "mask_to_bool", "dropout", "dropout_backward"]
+__all__ = ["philox4x32_10", "philox_words", "keep_rule", "refinement_draws", "refinement_draw",
+           "decision_bytes", "decisions", "mask_to_bool", "dropout", "dropout_backward"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MULTIPLIERS = (np.uint64(0xD2511F53), np.uint64(0xCD9E8D57))
@@ -61,16 +61,33 @@ def philox_words(seed: int, subsequence: int, first_block: int, nblocks: int) ->
 
 
 def keep_rule(h, g, threshold: int):
-    """SPEC §3's decision from a 16-bit half h and a 16-bit refinement draw g: keep iff
-    h < T_hi, or h == T_hi and g < T_lo.  Over all 2**32 pairs (h, g) exactly `threshold` keep."""
-    t_hi, t_lo = threshold >> 16, threshold & 0xFFFF
+    """SPEC §3's decision from a byte h and a 24-bit refinement draw g: keep iff h < T_hi, or
+    h == T_hi and g < T_lo (T_hi = T >> 24, T_lo = T & 0xffffff).  Over all 2**32 pairs (h, g)
+    exactly `threshold` keep."""
+    t_hi, t_lo = threshold >> 24, threshold & 0xFFFFFF
     return (h < t_hi) | ((h == t_hi) & (g < t_lo))
 
 
+def refinement_draws(seed: int, subsequence: int, d) -> np.ndarray:
+    """g_d for each d of a sequence: the low 24 bits of word d % 4 of block d // 4 of
+    subsequence 2**63 + subsequence, as uint64."""
+    d = [int(v) for v in d]
+    counters = [(v // 4 + 2**64 * (subsequence + 2**63)) % 2**128 for v in d]
+    words = philox4x32_10(_counter_words(counters), seed)
+    return words[np.arange(len(d)), [v % 4 for v in d]] & np.uint64(0xFFFFFF)
+
+
 def refinement_draw(seed: int, subsequence: int, d: int) -> int:
-    """g_d: the low 16 bits of word d % 4 of block d // 4 of subsequence 2**63 + subsequence."""
-    counter = (d // 4 + 2**64 * (subsequence + 2**63)) % 2**128
-    return int(philox4x32_10(_counter_words([counter]), seed)[0, d % 4]) & 0xFFFF
+    """g_d of one decision index d (see refinement_draws)."""
+    return int(refinement_draws(seed, subsequence, [d])[0])
+
+
+def decision_bytes(seed: int, subsequence: int, start: int, size: int) -> np.ndarray:
+    """h_0 .. h_{size-1} of a call at block `start`: byte j % 16 of block start + j // 16, byte k
+    of a block being bits 8 (k % 4) .. 8 (k % 4) + 7 of its word k // 4."""
+    words = philox_words(seed, subsequence, start, -(-size // 16))
+    shifts = np.arange(0, 32, 8, dtype=np.uint64)
+    return ((words[:, None] >> shifts) & np.uint64(0xFF)).reshape(-1)[:size]
 
 
 def decisions(seed: int, subsequence: int, start: int, size: int, keep_prob: float) -> np.ndarray:
@@ -78,14 +95,13 @@ def decisions(seed: int, subsequence: int, start: int, size: int, keep_prob: flo
     if keep_prob == 1.0:
         return np.ones(size, dtype=bool)
     threshold = threshold_for(keep_prob)
-    words = philox_words(seed, subsequence, start, -(-size // 8))
-    halves = np.stack([words & np.uint64(0xFFFF), words >> np.uint64(16)], axis=1).reshape(-1)
-    halves = halves[:size]
+    h = decision_bytes(seed, subsequence, start, size)
     # The refinement draw is needed only where h == T_hi; elsewhere any g gives the same answer.
     draws = np.zeros(size, dtype=np.uint64)
-    for j in np.flatnonzero(halves == threshold >> 16):
-        draws[j] = refinement_draw(seed, subsequence, 8 * start + int(j))
-    return keep_rule(halves, draws, threshold)
+    ties = np.flatnonzero(h == threshold >> 24)
+    if ties.size:
+        draws[ties] = refinement_draws(seed, subsequence, [16 * start + int(j) for j in ties])
+    return keep_rule(h, draws, threshold)
 
 
 def mask_to_bool(mask: DropoutMask) -> np.ndarray:

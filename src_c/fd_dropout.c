@@ -7,9 +7,9 @@
  * every element they govern: one pass over memory, no array of size n on the side, and a
  * decision shared by many elements (shared axes) is drawn once, not once per element.  Because a
  * decision is a pure function of j, tiles are independent: threads may take them in any order
- * and the result is bit-identical for every thread count.  Tiles start at multiples of 8
- * decisions, so each tile owns whole bytes of a stored bit mask and threads never write the same
- * byte.
+ * and the result is bit-identical for every thread count.  Tiles start at multiples of 16
+ * decisions (one Philox block's worth), so each tile draws whole blocks and owns whole bytes of a
+ * stored bit mask, and threads never write the same byte.
  */
 #include "fd_dropout.h"
 
@@ -126,7 +126,7 @@ const char *fd_simd_name(fd_simd path)
 }
 
 /* Packs decisions [j0, j0 + count) into bits (bit i % 8 of byte i / 8 for decision j0 + i),
- * fetching `ahead` meanwhile; j0 is a multiple of 8.  The high bits of the last byte past
+ * fetching `ahead` meanwhile; j0 is a multiple of 16.  The high bits of the last byte past
  * `count` are zero. */
 static void decide_range(const fd_params *p, const fd_kernels *k, uint64_t j0, uint64_t count,
                          uint8_t *bits, fd_prefetch *ahead)
@@ -277,13 +277,13 @@ static void layout_build(const fd_params *p, layout *L)
     }
 }
 
-/* Decisions per tile: a multiple of 8, at most FD_TILE_MAX_DECISIONS, and about
+/* Decisions per tile: a multiple of 16, at most FD_TILE_MAX_DECISIONS, and about
  * FD_TILE_TARGET_ELEMENTS elements' worth. */
 static uint64_t tile_decisions(const layout *L)
 {
     uint64_t per_decision = L->elements / L->mask_size;
     uint64_t want = (FD_TILE_TARGET_ELEMENTS + per_decision - 1) / per_decision;
-    want = (want + 7) / 8 * 8;
+    want = (want + 15) / 16 * 16;
     return want < FD_TILE_MAX_DECISIONS ? want : FD_TILE_MAX_DECISIONS;
 }
 
@@ -419,7 +419,7 @@ static fd_status prepare(const fd_params *p, layout *L)
     layout_build(p, L);
     if (!p->keep_all && p->threshold == 0)
         return FD_ERR_THRESHOLD;
-    uint64_t blocks = (L->mask_size + 7) / 8;
+    uint64_t blocks = (L->mask_size + 15) / 16;
     if (blocks > 0 && p->start > UINT64_MAX - (blocks - 1))
         return FD_ERR_STREAM;
     return FD_OK;
@@ -610,7 +610,7 @@ static fd_status run(call *c)
                   L->elements >= FD_PREFETCH_MIN_BYTES / fetched;
     c->tile = tile_decisions(L);
     if (c->prefetch) {
-        uint64_t fits = FD_TILE_PREFETCH_BYTES / fetched / 8 * 8;
+        uint64_t fits = FD_TILE_PREFETCH_BYTES / fetched / 16 * 16;
         c->tile = c->tile < fits ? c->tile : fits;
     }
     int64_t tiles = (int64_t)((c->L.mask_size + c->tile - 1) / c->tile);

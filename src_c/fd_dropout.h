@@ -56,10 +56,10 @@ typedef enum fd_simd {
 /*
  * Everything a call needs besides its data pointers.
  *
- * The decisions are those of SPEC §3: decision j (C-order index into the mask shape, which is
- * `shape` with the shared axes set to 1) keeps its elements iff its 16-bit half h_j of block
- * `start + j / 8` of (seed, subsequence) is below threshold >> 16, or equal to it and the
- * refinement draw is below threshold & 0xffff.
+ * The decisions are those of SPEC §3 (version 2 of the stream): decision j (C-order index into
+ * the mask shape, which is `shape` with the shared axes set to 1) keeps its elements iff its byte
+ * h_j, byte j % 16 of block `start + j / 16` of (seed, subsequence), is below threshold >> 24,
+ * or equal to it and the refinement draw (24 bits) is below threshold & 0xffffff.
  */
 typedef struct fd_params {
     uint64_t seed;

@@ -92,9 +92,9 @@ static inline void fd_prefetch_step(fd_prefetch *ahead)
     }
 }
 
-/* Writes the packed decisions of blocks j0 / 8 .. j0 / 8 + nbytes - 1 of the call (one byte per
- * block, bit h for half h), for p->keep_all == 0, and fetches `ahead` meanwhile.  j0 is a
- * multiple of 8. */
+/* Writes the packed decisions j0 .. j0 + 8 * nbytes - 1 of the call (bit i % 8 of byte i / 8 for
+ * decision j0 + i; block start + j0 / 16 + b gives bytes 2 b and 2 b + 1), for p->keep_all == 0,
+ * and fetches `ahead` meanwhile.  j0 is a multiple of 16. */
 typedef void (*fd_decide_fn)(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
                              fd_prefetch *ahead);
 
@@ -118,10 +118,82 @@ extern const fd_kernels fd_kernels_avx2;
 extern const fd_kernels fd_kernels_avx512;
 #endif
 
-/* The exact decisions of block j_block / 8 of the call from its four Philox words, refinement
- * draws included.  The one statement of the decision rule in C: the SIMD paths compare all
- * halves at once and call this only for the rare blocks where some half equals T_hi. */
-uint8_t fd_block_decide(const fd_params *p, uint64_t j_block, const uint32_t words[4]);
+/* ------------------------------------------------------------------------------------------ */
+/* Ties.  A decision whose byte h equals T_hi (one in 256) is decided by its refinement draw    */
+/* g_d (SPEC §3), a word of another Philox block.  Drawn on the spot, each tie would cost a     */
+/* whole scalar block, about as much as the vector work of 256 decisions; so a decide function  */
+/* first writes every tie as a drop (h < T_hi is false), lists the ties, and resolves the list  */
+/* in one vector pass of refinement blocks that patches the kept ones.                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Most ties listed before a resolve pass; a decide function resolves once fewer than a step of
+ * its loop (at most FD_TIES_STEP decisions) fit.  The list has FD_TIES_PAD spare entries so that
+ * a vector pass may read whole vectors past the last tie. */
+#define FD_TIES_MAX 1024
+#define FD_TIES_STEP 512
+#define FD_TIES_PAD 16
+
+typedef struct fd_ties {
+    uint32_t count;
+    uint32_t at[FD_TIES_MAX + FD_TIES_PAD]; /* j - j0 of each tie of a decide call */
+} fd_ties;
+
+static inline unsigned fd_lowest_bit(uint64_t mask)
+{
+#if defined(__GNUC__)
+    return (unsigned)__builtin_ctzll(mask);
+#else
+    unsigned i = 0;
+    while (!((mask >> i) & 1u))
+        i++;
+    return i;
+#endif
+}
+
+/* Lists the ties of 64 consecutive decisions, i0 + i for each set bit i of `mask`.  The first is
+ * written without a branch (whether 64 decisions hold a tie is a coin toss that a branch would
+ * mispredict; its entry simply does not count when there is none), the rare others in a loop. */
+static inline void fd_ties_add(fd_ties *ties, uint64_t mask, uint32_t i0)
+{
+    ties->at[ties->count] = i0 + fd_lowest_bit(mask | UINT64_C(1) << 63);
+    ties->count += mask != 0;
+    mask &= mask - 1;
+    while (mask) {
+        ties->at[ties->count++] = i0 + fd_lowest_bit(mask);
+        mask &= mask - 1;
+    }
+}
+
+/* The refinement block of decision j0 of a call, as the 128-bit counter (low, high): block
+ * d / 4 = 4 start + j0 / 4 of subsequence 2**63 + subsequence.  4 start can pass 2**64; the
+ * counter then carries into its high half, as 128-bit arithmetic would.  Decision j0 + i (i a
+ * multiple of 4 or not) is word i % 4 of block (low + i / 4, high), carrying likewise. */
+static inline void fd_refinement_counter(const fd_params *p, uint64_t j0, uint64_t *low,
+                                         uint64_t *high)
+{
+    uint64_t quadrupled = p->start << 2;
+    *low = quadrupled + j0 / 4;
+    *high = p->subsequence + (UINT64_C(1) << 63) + (p->start >> 62) + (*low < quadrupled);
+}
+
+/* Whether a tie keeps: its refinement draw, the low 24 bits of its refinement word, against
+ * T_lo. */
+static inline unsigned fd_tie_keeps(const fd_params *p, uint32_t refinement_word)
+{
+    return (refinement_word & 0xffffffu) < (p->threshold & 0xffffffu);
+}
+
+/* Ties decide only when T_lo > 0: with T_lo = 0 a tie drops whatever g is, as written. */
+static inline int fd_ties_matter(const fd_params *p)
+{
+    return (p->threshold & 0xffffffu) != 0;
+}
+
+/* Marks tie `i` (j - j0) kept. */
+static inline void fd_tie_keep(uint8_t *bits, uint32_t i, unsigned keep)
+{
+    bits[i >> 3] |= (uint8_t)(keep << (i & 7));
+}
 
 #define FD_BIT(bits, i) (((bits)[(i) >> 3] >> ((i) & 7)) & 1u)
 

@@ -82,75 +82,139 @@ FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
     }
 }
 
-/* Packs the decisions of eight blocks (words x[0..3], block = lane) into bytes[0..7], exactly:
- * all halves are compared at once, and a block with a half equal to T_hi goes through
- * fd_block_decide for its refinement draw.  count <= 8 bytes are needed. */
-FD_AVX2 static inline void decide8(const fd_params *p, uint64_t j_first, const __m256i x[4],
-                                   uint64_t count, uint8_t *bytes)
+/* The refinement words of the listed ties, eight refinement blocks at a time (the list is padded
+ * with copies of its last tie, which patch the same bit again); empties the list. */
+FD_AVX2 static void resolve_avx2(const fd_params *p, const philox8_keys *keys, uint64_t j0,
+                                 fd_ties *ties, uint8_t *bits)
 {
-    uint32_t t_hi = p->threshold >> 16;
-    /* Unsigned 16-bit h < t_hi as a signed compare after flipping both sign bits. */
-    const __m256i sign = _mm256_set1_epi16((short)0x8000);
-    const __m256i t_hi_signed = _mm256_set1_epi16((short)(t_hi ^ 0x8000u));
-    const __m256i t_hi_vec = _mm256_set1_epi16((short)t_hi);
-    /* Compared in place, x[w] holds halves 2w and 2w + 1 of block `lane` in 16-bit lanes.  Two
-     * signed packs and two rounds of unpacking then gather each block's eight byte masks in half
-     * order, fewer shuffles than transposing the words first (the shuffle pipes also do the
-     * Philox shifts).  Per 128-bit lane (blocks 0-3, then 4-7): `even` holds halves 0-1 of each
-     * block, then 4-5; `odd` holds halves 2-3, then 6-7. */
-    __m256i keep[4], ties = _mm256_setzero_si256();
-    for (int w = 0; w < 4; w++) {
-        keep[w] = _mm256_cmpgt_epi16(t_hi_signed, _mm256_xor_si256(x[w], sign));
-        ties = _mm256_or_si256(ties, _mm256_cmpeq_epi16(x[w], t_hi_vec));
-    }
-    __m256i even = _mm256_packs_epi16(keep[0], keep[2]);
-    __m256i odd = _mm256_packs_epi16(keep[1], keep[3]);
-    __m256i low_halves = _mm256_unpacklo_epi16(even, odd);  /* halves 0-3 of blocks 0-3 */
-    __m256i high_halves = _mm256_unpackhi_epi16(even, odd); /* halves 4-7 of blocks 0-3 */
-    /* One byte per block, as blocks (0, 1, 4, 5) and (2, 3, 6, 7). */
-    uint32_t m01 = (uint32_t)_mm256_movemask_epi8(_mm256_unpacklo_epi32(low_halves, high_halves));
-    uint32_t m23 = (uint32_t)_mm256_movemask_epi8(_mm256_unpackhi_epi32(low_halves, high_halves));
-    uint64_t packed = (uint64_t)(m01 & 0xffffu) | (uint64_t)(m23 & 0xffffu) << 16 |
-                      (uint64_t)(m01 >> 16) << 32 | (uint64_t)(m23 >> 16) << 48;
-    uint8_t all[8];
-    memcpy(all, &packed, sizeof all);
-    if (!_mm256_testz_si256(ties, ties)) {
+    uint32_t n = ties->count;
+    if (n == 0)
+        return;
+    for (uint32_t k = n; k < n + 7; k++)
+        ties->at[k] = ties->at[n - 1];
+    uint64_t low, high;
+    fd_refinement_counter(p, j0, &low, &high);
+    const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
+    const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
+    for (uint32_t k = 0; k < n; k += 8) {
+        uint32_t *at = ties->at + k;
+        /* Counters lane by lane: eight scalar additions cost less than the 64-bit carry logic
+         * in 32-bit lanes, for lists this short. */
+        uint32_t c[4][8];
+        for (int lane = 0; lane < 8; lane++) {
+            uint64_t block = low + at[lane] / 4;
+            uint64_t block_high = high + (block < low);
+            c[0][lane] = (uint32_t)block;
+            c[1][lane] = (uint32_t)(block >> 32);
+            c[2][lane] = (uint32_t)block_high;
+            c[3][lane] = (uint32_t)(block_high >> 32);
+        }
+        __m256i x[4];
+        for (int w = 0; w < 4; w++)
+            x[w] = _mm256_loadu_si256((const __m256i *)c[w]);
+        FD_UNROLL(FD_PHILOX_ROUNDS)
+        for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
+            __m256i hi0, lo0, hi1, lo1;
+            mulhilo8(m0, x[0], &hi0, &lo0);
+            mulhilo8(m1, x[2], &hi1, &lo1);
+            x[0] = _mm256_xor_si256(_mm256_xor_si256(hi1, x[1]), keys->k0[r]);
+            x[1] = lo1;
+            x[2] = _mm256_xor_si256(_mm256_xor_si256(hi0, x[3]), keys->k1[r]);
+            x[3] = lo0;
+        }
         uint32_t words[4][8];
         for (int w = 0; w < 4; w++)
             _mm256_storeu_si256((__m256i *)words[w], x[w]);
-        for (uint64_t lane = 0; lane < count; lane++) {
-            uint32_t block[4] = {words[0][lane], words[1][lane], words[2][lane], words[3][lane]};
-            all[lane] = fd_block_decide(p, j_first + 8 * lane, block);
-        }
+        for (uint32_t lane = 0; lane < 8 && k + lane < n; lane++)
+            fd_tie_keep(bits, at[lane], fd_tie_keeps(p, words[at[lane] % 4][lane]));
     }
-    memcpy(bytes, all, (size_t)count);
+    ties->count = 0;
 }
 
-/* Whole steps of FD_PHILOX_GROUPS groups (8 bytes of decisions each), then the last bytes one
- * group at a time, so that a short tile (channel dropout, the end of an array) draws no block it
- * does not use. */
+/* Interleaves the 16-bit halves of four byte masks, m[k] holding block k in its low half and
+ * block k + 4 in its high half, into the 16-byte decision mask of blocks 0-7. */
+static inline void fd_blocks_order(const uint32_t m[4], uint64_t out[2])
+{
+    out[0] = (uint64_t)(m[0] & 0xffffu) | (uint64_t)(m[1] & 0xffffu) << 16 |
+             (uint64_t)(m[2] & 0xffffu) << 32 | (uint64_t)m[3] << 48;
+    out[1] = (uint64_t)(m[0] >> 16) | (uint64_t)(m[1] >> 16) << 16 |
+             (uint64_t)(m[2] >> 16) << 32 | (uint64_t)(m[3] >> 16) << 48;
+}
+
+/* The decisions of eight blocks (words x[0..3], block = lane) into out[0..15] and their ties
+ * into the list, decision i0 + i being bit i % 8 of out[i / 8]; only the first `count` bytes
+ * are written and only their ties listed (count < 16 at the end of a call).  A 4x4 transpose
+ * of 32-bit words within each 128-bit lane puts each block's sixteen bytes in decision order
+ * (v[k] holds block k, then block k + 4), so that one movemask gives two blocks' decisions. */
+FD_AVX2 static inline void decide8(const __m256i x[4], uint32_t t_hi, uint64_t ties_matter,
+                                   uint8_t *out, uint64_t count, fd_ties *ties, uint32_t i0)
+{
+    /* Unsigned h < t_hi as a signed compare after flipping both sign bits. */
+    const __m256i sign = _mm256_set1_epi8((char)0x80);
+    const __m256i t_hi_signed = _mm256_set1_epi8((char)(t_hi ^ 0x80u));
+    const __m256i t_hi_vec = _mm256_set1_epi8((char)t_hi);
+    __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]);
+    __m256i t1 = _mm256_unpacklo_epi32(x[2], x[3]);
+    __m256i t2 = _mm256_unpackhi_epi32(x[0], x[1]);
+    __m256i t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+    __m256i v[4] = {_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1),
+                    _mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3)};
+    uint32_t keep_masks[4], tie_masks[4];
+    for (int k = 0; k < 4; k++) {
+        keep_masks[k] = (uint32_t)_mm256_movemask_epi8(
+            _mm256_cmpgt_epi8(t_hi_signed, _mm256_xor_si256(v[k], sign)));
+        tie_masks[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v[k], t_hi_vec));
+    }
+    uint64_t keep[2], tied[2];
+    fd_blocks_order(keep_masks, keep);
+    fd_blocks_order(tie_masks, tied);
+    tied[0] &= ties_matter;
+    tied[1] &= ties_matter;
+    if (count < 16) {
+        tied[0] &= count >= 8 ? ~UINT64_C(0) : (UINT64_C(1) << (8 * count)) - 1;
+        tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
+    }
+    memcpy(out, keep, (size_t)(count < 16 ? count : 16));
+    fd_ties_add(ties, tied[0], i0);
+    fd_ties_add(ties, tied[1], i0 + 64);
+}
+
+/* Whole steps of FD_PHILOX_GROUPS groups (16 bytes of decisions each), then the last bytes one
+ * group at a time, so that a short tile (channel dropout, the end of an array) draws few blocks
+ * it does not use. */
 FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
                                 fd_prefetch *ahead)
 {
     philox8_keys keys;
     philox8_keys_init(&keys, p->seed);
-    uint64_t first = p->start + j0 / 8;
-    const uint64_t step = 8 * FD_PHILOX_GROUPS;
-    fd_prefetch_plan(ahead, nbytes / step + (nbytes % step + 7) / 8);
+    const uint32_t t_hi = p->threshold >> 24;
+    const uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
+    fd_ties ties;
+    ties.count = 0;
+    uint64_t first = p->start + j0 / 16;
+    const uint64_t step = 16 * FD_PHILOX_GROUPS;
+    fd_prefetch_plan(ahead, nbytes / step + (nbytes % step + 15) / 16);
     uint64_t b = 0;
     for (; b + step <= nbytes; b += step) {
         fd_prefetch_step(ahead);
+        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
+            resolve_avx2(p, &keys, j0, &ties, bits);
         __m256i x[FD_PHILOX_GROUPS][4];
-        philox8_groups(&keys, first + b, p->subsequence, FD_PHILOX_GROUPS, x);
-        for (uint64_t g = 0; g < FD_PHILOX_GROUPS; g++)
-            decide8(p, j0 + 8 * (b + 8 * g), x[g], 8, bits + b + 8 * g);
+        philox8_groups(&keys, first + b / 2, p->subsequence, FD_PHILOX_GROUPS, x);
+        for (int g = 0; g < FD_PHILOX_GROUPS; g++)
+            decide8(x[g], t_hi, ties_matter, bits + b + 16 * g, 16, &ties,
+                    (uint32_t)(8 * (b + 16 * g)));
     }
-    for (; b < nbytes; b += 8) {
+    for (; b < nbytes; b += 16) {
         fd_prefetch_step(ahead);
+        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
+            resolve_avx2(p, &keys, j0, &ties, bits);
         __m256i x[1][4];
-        philox8_groups(&keys, first + b, p->subsequence, 1, x);
-        decide8(p, j0 + 8 * b, x[0], nbytes - b < 8 ? nbytes - b : 8, bits + b);
+        philox8_groups(&keys, first + b / 2, p->subsequence, 1, x);
+        decide8(x[0], t_hi, ties_matter, bits + b, nbytes - b < 16 ? nbytes - b : 16, &ties,
+                (uint32_t)(8 * b));
     }
+    resolve_avx2(p, &keys, j0, &ties, bits);
 }
 
 /* The keep masks of the bodies come from the decision bits by one variable shift each: a word of

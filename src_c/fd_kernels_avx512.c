@@ -18,20 +18,35 @@
 
 #include "fd_philox.h"
 
-/* As mulhilo8 in the AVX2 path: the hardware multiplies even lanes only. */
-FD_AVX512 static inline void mulhilo16(__m512i m, __m512i c, __m512i *hi, __m512i *lo)
-{
-    __m512i even = _mm512_mul_epu32(c, m);
-    __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), m);
-    *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-}
+/*
+ * Philox in 64-bit lanes, eight blocks per vector.  A block travels as two lanes, a = x1:x0 and
+ * b = x3:x2 (high:low words): vpmuludq multiplies the low words of 64-bit lanes, which are x0 and
+ * x2, the words Philox multiplies, so its operands need no shuffle and its products no blend.  A
+ * round is then, per vector of eight blocks, for each of a and b: one vpmuludq (the 64-bit
+ * product hi:lo), one vpternlogd merge-masked to the odd 32-bit lanes (hi ^ the other word ^ the
+ * round key, leaving lo in the even lanes), and one vprorq by 32 that swaps the halves into
+ * place: 6 instructions per round for 8 blocks, where 16 blocks in 32-bit lanes took 16 (each
+ * multiply there needs a shifted copy for the odd lanes and two blends to reassemble).  The
+ * output lanes hold the block's bytes 0-7 (a) and 8-15 (b) in order, ready for the decisions.
+ *
+ * The throughput bound (one core, 512-bit vectors): the 6 instructions per round and 8 blocks
+ * are 60 per 8 blocks, 0.47 per decision.  An Intel core since Skylake-SP with two 512-bit
+ * units issues them on ports 0 and 5 (vpmuludq and vpternlogd on either, vprorq on port 0 only),
+ * 2 per cycle: 3.75 cycles per block, 0.23 per decision.  Zen 4 splits each into two 256-bit
+ * halves on its four pipes (multiplies on two of them, rotations on two others), the same 3
+ * cycles per round and 8 blocks.  The chain of a round is vpmuludq (5 cycles on Intel, 3 on
+ * Zen 4), vpternlogd and vprorq (1 each): 7 cycles, so at least 7 / 3 vectors must be in flight
+ * to reach the bound; FD_AVX512_GROUPS interleaves 4 (8 of the 32 registers for the state, 8
+ * for the products).  The decisions then add 2 permutes and 4 compares per 8 blocks (port 5).
+ */
+#define FD_AVX512_GROUPS 4
 
-typedef struct philox16_keys {
+typedef struct philox_lane_keys {
     __m512i k0[FD_PHILOX_ROUNDS], k1[FD_PHILOX_ROUNDS];
-} philox16_keys;
+} philox_lane_keys;
 
-FD_AVX512 static void philox16_keys_init(philox16_keys *keys, uint64_t seed)
+/* Every lane shares the key, so the round keys are computed once per call, not per block. */
+FD_AVX512 static void philox_lane_keys_init(philox_lane_keys *keys, uint64_t seed)
 {
     fd_philox_key key = fd_philox_key_from_seed(seed);
     for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
@@ -40,79 +55,143 @@ FD_AVX512 static void philox16_keys_init(philox16_keys *keys, uint64_t seed)
     }
 }
 
-/* Blocks first .. first + 15 of a subsequence: x[w] holds word w of block first + lane. */
-FD_AVX512 static inline void philox16(const philox16_keys *keys, uint64_t first,
-                                      uint64_t subsequence, __m512i x[4])
+/* Ten rounds on `groups` vectors of eight blocks, a[g] and b[g] as above: counters in, words
+ * out.  The groups are independent and interleaved round by round, so that the latency of one
+ * group's round is covered by the others'.  Always inlined, so that each call's constant
+ * `groups` unrolls the loops. */
+FD_AVX512 static inline __attribute__((always_inline)) void philox_lanes(
+    const philox_lane_keys *keys, int groups, __m512i a[], __m512i b[])
 {
-    __m512i low = _mm512_set1_epi32((int)(uint32_t)first);
-    __m512i c0 = _mm512_add_epi32(
-        low, _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    __mmask16 carry = _mm512_cmplt_epu32_mask(c0, low);
-    __m512i high = _mm512_set1_epi32((int)(uint32_t)(first >> 32));
-    __m512i c1 = _mm512_mask_add_epi32(high, carry, high, _mm512_set1_epi32(1));
-    __m512i c2 = _mm512_set1_epi32((int)(uint32_t)subsequence);
-    __m512i c3 = _mm512_set1_epi32((int)(uint32_t)(subsequence >> 32));
-    const __m512i m0 = _mm512_set1_epi32((int)FD_PHILOX_M0);
-    const __m512i m1 = _mm512_set1_epi32((int)FD_PHILOX_M1);
+    const __m512i m0 = _mm512_set1_epi64((long long)FD_PHILOX_M0);
+    const __m512i m1 = _mm512_set1_epi64((long long)FD_PHILOX_M1);
+    const __mmask16 odd = 0xAAAA;
+    FD_UNROLL(FD_PHILOX_ROUNDS)
     for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
-        __m512i hi0, lo0, hi1, lo1;
-        mulhilo16(m0, c0, &hi0, &lo0);
-        mulhilo16(m1, c2, &hi1, &lo1);
-        c0 = _mm512_ternarylogic_epi32(hi1, c1, keys->k0[r], 0x96); /* three-way xor */
-        c1 = lo1;
-        c2 = _mm512_ternarylogic_epi32(hi0, c3, keys->k1[r], 0x96);
-        c3 = lo0;
+        for (int g = 0; g < groups; g++) {
+            __m512i p0 = _mm512_mul_epu32(a[g], m0); /* hi0:lo0 = M0 * x0 */
+            __m512i p1 = _mm512_mul_epu32(b[g], m1); /* hi1:lo1 = M1 * x2 */
+            /* x0' = hi1 ^ x1 ^ k0, x1' = lo1; x2' = hi0 ^ x3 ^ k1, x3' = lo0 (0x96: a ^ b ^ c) */
+            a[g] = _mm512_ror_epi64(_mm512_mask_ternarylogic_epi32(p1, odd, a[g], keys->k0[r], 0x96), 32);
+            b[g] = _mm512_ror_epi64(_mm512_mask_ternarylogic_epi32(p0, odd, b[g], keys->k1[r], 0x96), 32);
+        }
     }
-    x[0] = c0;
-    x[1] = c1;
-    x[2] = c2;
-    x[3] = c3;
 }
 
+/* Counters of blocks first + 8 g + lane of a subsequence.  A real block's index never passes
+ * 2**64 - 1 (fd_dropout.c refuses such calls), so no carry reaches the subsequence; lanes past
+ * the call's last block may wrap, and are not used. */
+FD_AVX512 static inline void counter_lanes(uint64_t first, uint64_t subsequence, int groups,
+                                           __m512i a[], __m512i b[])
+{
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    for (int g = 0; g < groups; g++) {
+        a[g] = _mm512_add_epi64(_mm512_set1_epi64((long long)(first + 8 * (uint64_t)g)), lane);
+        b[g] = _mm512_set1_epi64((long long)subsequence);
+    }
+}
+
+/* The decisions of eight blocks (a, b as philox_lanes leaves them) into out[0..15] and their
+ * ties into the list, decision i0 + i being bit i % 8 of out[i / 8]; only the first `count`
+ * bytes are written and only their ties listed (count < 16 at the end of a call).  Two permutes
+ * put the blocks' bytes in decision order, four blocks per vector, so that each compare's mask
+ * is 64 decisions in order. */
+FD_AVX512 static inline void decide_lanes(__m512i a, __m512i b, __m512i t_hi, uint64_t ties_matter,
+                                          uint8_t *out, uint64_t count, fd_ties *ties, uint32_t i0)
+{
+    const __m512i blocks_0_3 = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+    const __m512i blocks_4_7 = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+    __m512i low = _mm512_permutex2var_epi64(a, blocks_0_3, b);
+    __m512i high = _mm512_permutex2var_epi64(a, blocks_4_7, b);
+    uint64_t keep[2] = {_mm512_cmplt_epu8_mask(low, t_hi), _mm512_cmplt_epu8_mask(high, t_hi)};
+    uint64_t tied[2] = {_mm512_cmpeq_epu8_mask(low, t_hi) & ties_matter,
+                        _mm512_cmpeq_epu8_mask(high, t_hi) & ties_matter};
+    if (count < 16) {
+        tied[0] &= count >= 8 ? ~UINT64_C(0) : (UINT64_C(1) << (8 * count)) - 1;
+        tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
+    }
+    memcpy(out, keep, (size_t)(count < 16 ? count : 16));
+    fd_ties_add(ties, tied[0], i0);
+    fd_ties_add(ties, tied[1], i0 + 64);
+}
+
+/* Decides the listed ties, sixteen refinement blocks at a time (the list is padded with copies
+ * of its last tie, which patch the same bit again), and empties the list. */
+FD_AVX512 static void resolve_avx512(const fd_params *p, const philox_lane_keys *keys,
+                                     uint64_t j0, fd_ties *ties, uint8_t *bits)
+{
+    uint32_t n = ties->count;
+    if (n == 0)
+        return;
+    for (uint32_t k = n; k < n + 15; k++)
+        ties->at[k] = ties->at[n - 1];
+    uint64_t low, high;
+    fd_refinement_counter(p, j0, &low, &high);
+    const __m512i base_low = _mm512_set1_epi64((long long)low);
+    const __m512i base_high = _mm512_set1_epi64((long long)high);
+    const __m512i one = _mm512_set1_epi64(1);
+    const __m512i low_24 = _mm512_set1_epi64(0xffffff);
+    const __m512i t_lo = _mm512_set1_epi64((long long)(p->threshold & 0xffffffu));
+    for (uint32_t k = 0; k < n; k += 16) {
+        __m512i i[2], a[2], b[2];
+        for (int g = 0; g < 2; g++) {
+            i[g] = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(ties->at + k + 8 * g)));
+            a[g] = _mm512_add_epi64(base_low, _mm512_srli_epi64(i[g], 2));
+            __mmask8 carry = _mm512_cmplt_epu64_mask(a[g], base_low);
+            b[g] = _mm512_mask_add_epi64(base_high, carry, base_high, one);
+        }
+        philox_lanes(keys, 2, a, b);
+        for (int g = 0; g < 2; g++) {
+            /* word i % 4: words 2 and 3 are in b, odd words in the high halves */
+            __mmask8 in_b = _mm512_test_epi64_mask(i[g], _mm512_set1_epi64(2));
+            __m512i pair = _mm512_mask_blend_epi64(in_b, a[g], b[g]);
+            __m512i shift = _mm512_slli_epi64(_mm512_and_si512(i[g], one), 5);
+            __m512i g_d = _mm512_and_si512(_mm512_srlv_epi64(pair, shift), low_24);
+            unsigned keep = _mm512_cmplt_epu64_mask(g_d, t_lo);
+            for (uint32_t lane = 0; lane < 8 && k + 8 * g + lane < n; lane++)
+                fd_tie_keep(bits, ties->at[k + 8 * g + lane], (keep >> lane) & 1u);
+        }
+    }
+    ties->count = 0;
+}
+
+/* Whole steps of FD_AVX512_GROUPS groups (16 bytes of decisions each), then the last bytes one
+ * group at a time, so that a short tile (channel dropout, the end of an array) draws few blocks
+ * it does not use. */
 FD_AVX512 static void decide_avx512(const fd_params *p, uint64_t j0, uint64_t nbytes,
                                     uint8_t *bits, fd_prefetch *ahead)
 {
-    philox16_keys keys;
-    philox16_keys_init(&keys, p->seed);
-    fd_prefetch_plan(ahead, (nbytes + 15) / 16);
-    const __m512i t_hi = _mm512_set1_epi16((short)(p->threshold >> 16));
-    /* Byte i of mask k is block 4 i + k (see below); this gathers the bytes in block order. */
-    const __m128i block_order = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    uint64_t first = p->start + j0 / 8;
-    for (uint64_t b = 0; b < nbytes; b += 16) {
+    philox_lane_keys keys;
+    philox_lane_keys_init(&keys, p->seed);
+    const __m512i t_hi = _mm512_set1_epi8((char)(p->threshold >> 24));
+    const uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
+    fd_ties ties;
+    ties.count = 0;
+    uint64_t first = p->start + j0 / 16;
+    const uint64_t step = 16 * FD_AVX512_GROUPS;
+    fd_prefetch_plan(ahead, nbytes / step + (nbytes % step + 15) / 16);
+    uint64_t b = 0;
+    for (; b + step <= nbytes; b += step) {
         fd_prefetch_step(ahead);
-        __m512i x[4];
-        philox16(&keys, first + b, p->subsequence, x);
-        /* Transpose within 128-bit lanes so that the 16-bit lanes are halves in decision
-         * order: v[k] holds blocks k, k + 4, k + 8, k + 12, one per 128-bit lane. */
-        __m512i t0 = _mm512_unpacklo_epi32(x[0], x[1]);
-        __m512i t1 = _mm512_unpacklo_epi32(x[2], x[3]);
-        __m512i t2 = _mm512_unpackhi_epi32(x[0], x[1]);
-        __m512i t3 = _mm512_unpackhi_epi32(x[2], x[3]);
-        __m512i v[4] = {_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1),
-                        _mm512_unpacklo_epi64(t2, t3), _mm512_unpackhi_epi64(t2, t3)};
-        uint32_t keep[4];
-        __mmask32 ties = 0;
-        for (int k = 0; k < 4; k++) {
-            keep[k] = (uint32_t)_mm512_cmplt_epu16_mask(v[k], t_hi);
-            ties |= _mm512_cmpeq_epu16_mask(v[k], t_hi);
-        }
-        __m128i masks = _mm_setr_epi32((int)keep[0], (int)keep[1], (int)keep[2], (int)keep[3]);
-        uint8_t bytes[16];
-        _mm_storeu_si128((__m128i *)bytes, _mm_shuffle_epi8(masks, block_order));
-        uint64_t count = nbytes - b < 16 ? nbytes - b : 16;
-        if (ties) {
-            uint32_t words[4][16];
-            for (int w = 0; w < 4; w++)
-                _mm512_storeu_si512(words[w], x[w]);
-            for (uint64_t lane = 0; lane < count; lane++) {
-                uint32_t block[4] = {words[0][lane], words[1][lane], words[2][lane],
-                                     words[3][lane]};
-                bytes[lane] = fd_block_decide(p, j0 + 8 * (b + lane), block);
-            }
-        }
-        memcpy(bits + b, bytes, (size_t)count);
+        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
+            resolve_avx512(p, &keys, j0, &ties, bits);
+        __m512i x[FD_AVX512_GROUPS], y[FD_AVX512_GROUPS];
+        counter_lanes(first + b / 2, p->subsequence, FD_AVX512_GROUPS, x, y);
+        philox_lanes(&keys, FD_AVX512_GROUPS, x, y);
+        for (int g = 0; g < FD_AVX512_GROUPS; g++)
+            decide_lanes(x[g], y[g], t_hi, ties_matter, bits + b + 16 * g, 16, &ties,
+                         (uint32_t)(8 * (b + 16 * g)));
     }
+    for (; b < nbytes; b += 16) {
+        fd_prefetch_step(ahead);
+        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
+            resolve_avx512(p, &keys, j0, &ties, bits);
+        __m512i x[1], y[1];
+        counter_lanes(first + b / 2, p->subsequence, 1, x, y);
+        philox_lanes(&keys, 1, x, y);
+        decide_lanes(x[0], y[0], t_hi, ties_matter, bits + b, nbytes - b < 16 ? nbytes - b : 16,
+                     &ties, (uint32_t)(8 * b));
+    }
+    resolve_avx512(p, &keys, j0, &ties, bits);
 }
 
 /* Sixteen elements to and from float32 lanes, for each storage type computed in float32. */

@@ -1,62 +1,59 @@
 /*
- * The portable path: plain C that any compiler builds.  It also holds the exact decision rule of
- * one block, which every path shares.
+ * The portable path: plain C that any compiler builds.
  */
 #include "fd_kernels.h"
 #include "fd_philox.h"
 
-/* The refinement draw g_d of SPEC §3 for d = 8 * start + j: the low 16 bits of word d % 4 of
- * block d / 4 of subsequence 2**63 + subsequence.  d / 4 = 2 * start + j / 4 can pass 2**64;
- * the 128-bit counter then carries into its high words, as 128-bit arithmetic would. */
-static uint32_t refinement_draw(const fd_params *p, uint64_t j)
+/* Decides the listed ties of decisions j0 + ties->at[k] from their refinement words, one
+ * block each, and empties the list. */
+static void resolve_scalar(const fd_params *p, uint64_t j0, fd_ties *ties, uint8_t *bits)
 {
-    uint64_t doubled = p->start << 1;
-    uint64_t carry = p->start >> 63;
-    uint64_t block_low = doubled + j / 4;
-    carry += block_low < doubled;
-    uint64_t block_high = p->subsequence + (UINT64_C(1) << 63) + carry;
-    uint32_t words[4];
-    fd_philox_block(fd_philox_counter_make(block_low, block_high),
-                    fd_philox_key_from_seed(p->seed), words);
-    return words[j % 4] & 0xffffu;
-}
-
-uint8_t fd_block_decide(const fd_params *p, uint64_t j_block, const uint32_t words[4])
-{
-    uint32_t t_hi = p->threshold >> 16;
-    uint32_t t_lo = p->threshold & 0xffffu;
-    unsigned byte = 0;
-    for (int half = 0; half < 8; half++) {
-        uint32_t h = (words[half / 2] >> (16 * (half % 2))) & 0xffffu;
-        /* h == t_hi happens once in 65536 decisions: only then are 16 more bits drawn, which
-         * makes the keep probability exactly T / 2**32. */
-        unsigned keep = h < t_hi || (h == t_hi && refinement_draw(p, j_block + half) < t_lo);
-        byte |= keep << half;
+    fd_philox_key key = fd_philox_key_from_seed(p->seed);
+    uint64_t low, high;
+    fd_refinement_counter(p, j0, &low, &high);
+    for (uint32_t k = 0; k < ties->count; k++) {
+        uint32_t i = ties->at[k];
+        uint64_t block = low + i / 4;
+        uint32_t words[4];
+        fd_philox_block(fd_philox_counter_make(block, high + (block < low)), key, words);
+        fd_tie_keep(bits, i, fd_tie_keeps(p, words[i % 4]));
     }
-    return (uint8_t)byte;
+    ties->count = 0;
 }
 
 static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
                           fd_prefetch *ahead)
 {
     fd_philox_key key = fd_philox_key_from_seed(p->seed);
-    uint32_t t_hi = p->threshold >> 16;
-    fd_prefetch_plan(ahead, nbytes);
-    for (uint64_t b = 0; b < nbytes; b++) {
+    uint32_t t_hi = p->threshold >> 24;
+    uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
+    fd_ties ties;
+    ties.count = 0;
+    uint64_t nblocks = (nbytes + 1) / 2;
+    fd_prefetch_plan(ahead, nblocks);
+    for (uint64_t b = 0; b < nblocks; b++) {
         fd_prefetch_step(ahead);
-        uint64_t j_block = j0 + 8 * b;
+        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
+            resolve_scalar(p, j0, &ties, bits);
         uint32_t words[4];
-        fd_philox_block(fd_philox_counter_make(p->start + j_block / 8, p->subsequence), key, words);
-        /* Compare all eight halves without branching (the outcomes are random, so branches
-         * would be mispredicted), and take the exact path only for a block with a tie. */
-        unsigned byte = 0, ties = 0;
-        for (int half = 0; half < 8; half++) {
-            uint32_t h = (words[half / 2] >> (16 * (half % 2))) & 0xffffu;
-            byte |= (unsigned)(h < t_hi) << half;
-            ties |= h == t_hi;
+        fd_philox_block(fd_philox_counter_make(p->start + j0 / 16 + b, p->subsequence), key,
+                        words);
+        /* All sixteen bytes compared without branching (the outcomes are random, so branches
+         * would be mispredicted). */
+        uint32_t keep = 0, tied = 0;
+        for (unsigned k = 0; k < 16; k++) {
+            uint32_t h = (words[k / 4] >> (8 * (k % 4))) & 0xffu;
+            keep |= (uint32_t)(h < t_hi) << k;
+            tied |= (uint32_t)(h == t_hi) << k;
         }
-        bits[b] = ties ? fd_block_decide(p, j_block, words) : (uint8_t)byte;
+        unsigned bytes = nbytes - 2 * b < 2 ? 1 : 2;
+        bits[2 * b] = (uint8_t)keep;
+        if (bytes == 2)
+            bits[2 * b + 1] = (uint8_t)(keep >> 8);
+        uint64_t in_range = bytes == 2 ? 0xffffu : 0xffu;
+        fd_ties_add(&ties, tied & in_range & ties_matter, (uint32_t)(16 * b));
     }
+    resolve_scalar(p, j0, &ties, bits);
 }
 
 #define FD_DEFINE_SCALAR_BODY(suffix, storage, ctype)                                          \

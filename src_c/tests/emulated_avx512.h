@@ -43,19 +43,13 @@ typedef union fd_emu_256 {
     uint32_t u32[8];
 } fd_emu_256;
 
-typedef union fd_emu_128 {
-    uint8_t u8[16];
-    uint32_t u32[4];
-} fd_emu_128;
-
 typedef fd_emu_512 __m512i;
 typedef fd_emu_512 __m512;
 typedef fd_emu_512 __m512d;
 typedef fd_emu_256 __m256i;
-typedef fd_emu_128 __m128i;
 typedef uint8_t __mmask8;
 typedef uint16_t __mmask16;
-typedef uint32_t __mmask32;
+typedef uint64_t __mmask64;
 
 #define _MM_FROUND_TO_NEAREST_INT 0x00
 #define _MM_FROUND_NO_EXC 0x08
@@ -78,22 +72,30 @@ static inline __m512i _mm512_set1_epi32(int a)
     return r;
 }
 
-static inline __m512i _mm512_setr_epi32(int e0, int e1, int e2, int e3, int e4, int e5, int e6,
-                                        int e7, int e8, int e9, int e10, int e11, int e12,
-                                        int e13, int e14, int e15)
+static inline __m512i _mm512_set1_epi64(long long a)
 {
-    const int e[16] = {e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, e12, e13, e14, e15};
     __m512i r;
-    for (int i = 0; i < 16; i++)
-        r.u32[i] = (uint32_t)e[i];
+    for (int i = 0; i < 8; i++)
+        r.u64[i] = (uint64_t)a;
     return r;
 }
 
-static inline __m512i _mm512_set1_epi16(short a)
+/* Elements in reverse order, e7 first, as <immintrin.h> has them. */
+static inline __m512i _mm512_set_epi64(long long e7, long long e6, long long e5, long long e4,
+                                       long long e3, long long e2, long long e1, long long e0)
+{
+    const long long e[8] = {e0, e1, e2, e3, e4, e5, e6, e7};
+    __m512i r;
+    for (int i = 0; i < 8; i++)
+        r.u64[i] = (uint64_t)e[i];
+    return r;
+}
+
+static inline __m512i _mm512_set1_epi8(char a)
 {
     __m512i r;
-    for (int i = 0; i < 32; i++)
-        r.u16[i] = (uint16_t)a;
+    for (int i = 0; i < 64; i++)
+        r.u8[i] = (uint8_t)a;
     return r;
 }
 
@@ -113,27 +115,6 @@ static inline __m512d _mm512_set1_pd(double a)
     return r;
 }
 
-static inline __m128i _mm_setr_epi8(char e0, char e1, char e2, char e3, char e4, char e5,
-                                    char e6, char e7, char e8, char e9, char e10, char e11,
-                                    char e12, char e13, char e14, char e15)
-{
-    const char e[16] = {e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11, e12, e13, e14, e15};
-    __m128i r;
-    for (int i = 0; i < 16; i++)
-        r.u8[i] = (uint8_t)e[i];
-    return r;
-}
-
-static inline __m128i _mm_setr_epi32(int e0, int e1, int e2, int e3)
-{
-    __m128i r;
-    r.u32[0] = (uint32_t)e0;
-    r.u32[1] = (uint32_t)e1;
-    r.u32[2] = (uint32_t)e2;
-    r.u32[3] = (uint32_t)e3;
-    return r;
-}
-
 /* --- integer arithmetic, shifts and logic ---------------------------------------------------- */
 
 static inline __m512i _mm512_add_epi32(__m512i a, __m512i b)
@@ -143,12 +124,19 @@ static inline __m512i _mm512_add_epi32(__m512i a, __m512i b)
     return a;
 }
 
-/* Lane i: a + b where mask bit i is set, src elsewhere. */
-static inline __m512i _mm512_mask_add_epi32(__m512i src, __mmask16 k, __m512i a, __m512i b)
+static inline __m512i _mm512_add_epi64(__m512i a, __m512i b)
 {
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 8; i++)
+        a.u64[i] += b.u64[i];
+    return a;
+}
+
+/* Lane i: a + b where mask bit i is set, src elsewhere. */
+static inline __m512i _mm512_mask_add_epi64(__m512i src, __mmask8 k, __m512i a, __m512i b)
+{
+    for (int i = 0; i < 8; i++)
         if ((k >> i) & 1u)
-            src.u32[i] = a.u32[i] + b.u32[i];
+            src.u64[i] = a.u64[i] + b.u64[i];
     return src;
 }
 
@@ -175,6 +163,23 @@ static inline __m512i _mm512_slli_epi64(__m512i a, unsigned count)
     return a;
 }
 
+/* Logical shift of each 64-bit lane by the count in the same lane of `count`. */
+static inline __m512i _mm512_srlv_epi64(__m512i a, __m512i count)
+{
+    for (int i = 0; i < 8; i++)
+        a.u64[i] = count.u64[i] > 63 ? 0 : a.u64[i] >> count.u64[i];
+    return a;
+}
+
+/* Rotation right of each 64-bit lane, the count taken modulo 64. */
+static inline __m512i _mm512_ror_epi64(__m512i a, unsigned count)
+{
+    count &= 63u;
+    for (int i = 0; i < 8; i++)
+        a.u64[i] = count ? a.u64[i] >> count | a.u64[i] << (64 - count) : a.u64[i];
+    return a;
+}
+
 static inline __m512i _mm512_srli_epi32(__m512i a, unsigned count)
 {
     for (int i = 0; i < 16; i++)
@@ -189,11 +194,15 @@ static inline __m512i _mm512_slli_epi32(__m512i a, unsigned count)
     return a;
 }
 
-/* Bit by bit, the result is bit (a << 2 | b << 1 | c) of the truth table `table`. */
-static inline __m512i _mm512_ternarylogic_epi32(__m512i a, __m512i b, __m512i c, int table)
+/* Bit by bit, the result is bit (a << 2 | b << 1 | c) of the truth table `table`, in the 32-bit
+ * lanes whose mask bit is set; the other lanes keep a. */
+static inline __m512i _mm512_mask_ternarylogic_epi32(__m512i a, __mmask16 k, __m512i b,
+                                                     __m512i c, int table)
 {
-    __m512i r;
+    __m512i r = a;
     for (int i = 0; i < 16; i++) {
+        if (!((k >> i) & 1u))
+            continue;
         uint32_t out = 0;
         for (int bit = 0; bit < 32; bit++) {
             unsigned index = ((a.u32[i] >> bit) & 1u) << 2 | ((b.u32[i] >> bit) & 1u) << 1 |
@@ -221,27 +230,36 @@ static inline __m512i _mm512_or_si512(__m512i a, __m512i b)
 
 /* --- compares into masks and masked blends -------------------------------------------------- */
 
-static inline __mmask16 _mm512_cmplt_epu32_mask(__m512i a, __m512i b)
+static inline __mmask8 _mm512_cmplt_epu64_mask(__m512i a, __m512i b)
 {
-    __mmask16 k = 0;
-    for (int i = 0; i < 16; i++)
-        k |= (__mmask16)((a.u32[i] < b.u32[i]) << i);
+    __mmask8 k = 0;
+    for (int i = 0; i < 8; i++)
+        k |= (__mmask8)((a.u64[i] < b.u64[i]) << i);
     return k;
 }
 
-static inline __mmask32 _mm512_cmplt_epu16_mask(__m512i a, __m512i b)
+static inline __mmask64 _mm512_cmplt_epu8_mask(__m512i a, __m512i b)
 {
-    __mmask32 k = 0;
-    for (int i = 0; i < 32; i++)
-        k |= (__mmask32)(a.u16[i] < b.u16[i]) << i;
+    __mmask64 k = 0;
+    for (int i = 0; i < 64; i++)
+        k |= (__mmask64)(a.u8[i] < b.u8[i]) << i;
     return k;
 }
 
-static inline __mmask32 _mm512_cmpeq_epu16_mask(__m512i a, __m512i b)
+static inline __mmask64 _mm512_cmpeq_epu8_mask(__m512i a, __m512i b)
 {
-    __mmask32 k = 0;
-    for (int i = 0; i < 32; i++)
-        k |= (__mmask32)(a.u16[i] == b.u16[i]) << i;
+    __mmask64 k = 0;
+    for (int i = 0; i < 64; i++)
+        k |= (__mmask64)(a.u8[i] == b.u8[i]) << i;
+    return k;
+}
+
+/* Bit i: whether a & b is non-zero in 64-bit lane i. */
+static inline __mmask8 _mm512_test_epi64_mask(__m512i a, __m512i b)
+{
+    __mmask8 k = 0;
+    for (int i = 0; i < 8; i++)
+        k |= (__mmask8)(((a.u64[i] & b.u64[i]) != 0) << i);
     return k;
 }
 
@@ -269,7 +287,7 @@ static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b)
     return _mm512_mask_blend_epi32(k, a, b);
 }
 
-static inline __m512d _mm512_mask_blend_pd(__mmask8 k, __m512d a, __m512d b)
+static inline __m512i _mm512_mask_blend_epi64(__mmask8 k, __m512i a, __m512i b)
 {
     for (int i = 0; i < 8; i++)
         if ((k >> i) & 1u)
@@ -277,58 +295,19 @@ static inline __m512d _mm512_mask_blend_pd(__mmask8 k, __m512d a, __m512d b)
     return a;
 }
 
-/* --- shuffles within 128-bit lanes ----------------------------------------------------------- */
-
-/* Per 128-bit lane, 32-bit elements: lo interleaves elements 0-1 of a and b, hi elements 2-3. */
-static inline __m512i _mm512_unpacklo_epi32(__m512i a, __m512i b)
+static inline __m512d _mm512_mask_blend_pd(__mmask8 k, __m512d a, __m512d b)
 {
-    __m512i r;
-    for (int lane = 0; lane < 4; lane++)
-        for (int i = 0; i < 2; i++) {
-            r.u32[4 * lane + 2 * i] = a.u32[4 * lane + i];
-            r.u32[4 * lane + 2 * i + 1] = b.u32[4 * lane + i];
-        }
-    return r;
+    return _mm512_mask_blend_epi64(k, a, b);
 }
 
-static inline __m512i _mm512_unpackhi_epi32(__m512i a, __m512i b)
+/* --- permutes --------------------------------------------------------------------------------- */
+
+/* 64-bit lane i: lane idx & 7 of a, or of b where bit 3 of idx is set (idx = lane i of idx). */
+static inline __m512i _mm512_permutex2var_epi64(__m512i a, __m512i idx, __m512i b)
 {
     __m512i r;
-    for (int lane = 0; lane < 4; lane++)
-        for (int i = 0; i < 2; i++) {
-            r.u32[4 * lane + 2 * i] = a.u32[4 * lane + 2 + i];
-            r.u32[4 * lane + 2 * i + 1] = b.u32[4 * lane + 2 + i];
-        }
-    return r;
-}
-
-/* Per 128-bit lane, 64-bit elements: lo takes element 0 of a then of b, hi element 1. */
-static inline __m512i _mm512_unpacklo_epi64(__m512i a, __m512i b)
-{
-    __m512i r;
-    for (int lane = 0; lane < 4; lane++) {
-        r.u64[2 * lane] = a.u64[2 * lane];
-        r.u64[2 * lane + 1] = b.u64[2 * lane];
-    }
-    return r;
-}
-
-static inline __m512i _mm512_unpackhi_epi64(__m512i a, __m512i b)
-{
-    __m512i r;
-    for (int lane = 0; lane < 4; lane++) {
-        r.u64[2 * lane] = a.u64[2 * lane + 1];
-        r.u64[2 * lane + 1] = b.u64[2 * lane + 1];
-    }
-    return r;
-}
-
-/* Byte i: 0 where bit 7 of index byte i is set, else byte (index & 15) of a. */
-static inline __m128i _mm_shuffle_epi8(__m128i a, __m128i index)
-{
-    __m128i r;
-    for (int i = 0; i < 16; i++)
-        r.u8[i] = (index.u8[i] & 0x80u) ? 0 : a.u8[index.u8[i] & 15u];
+    for (int i = 0; i < 8; i++)
+        r.u64[i] = (idx.u64[i] & 8u) ? b.u64[idx.u64[i] & 7u] : a.u64[idx.u64[i] & 7u];
     return r;
 }
 
@@ -400,6 +379,14 @@ static inline __m512i _mm512_cvtepu16_epi32(__m256i a)
     return r;
 }
 
+static inline __m512i _mm512_cvtepu32_epi64(__m256i a)
+{
+    __m512i r;
+    for (int i = 0; i < 8; i++)
+        r.u64[i] = a.u32[i];
+    return r;
+}
+
 /* Truncation (VPMOVDW), not saturation: the low 16 bits of each 32-bit lane. */
 static inline __m256i _mm512_cvtepi32_epi16(__m512i a)
 {
@@ -435,11 +422,6 @@ static inline void _mm512_storeu_pd(double *p, __m512d a)
     memcpy(p, &a, sizeof a);
 }
 
-static inline void _mm512_storeu_si512(void *p, __m512i a)
-{
-    memcpy(p, &a, sizeof a);
-}
-
 static inline __m256i _mm256_loadu_si256(const __m256i *p)
 {
     __m256i r;
@@ -448,11 +430,6 @@ static inline __m256i _mm256_loadu_si256(const __m256i *p)
 }
 
 static inline void _mm256_storeu_si256(__m256i *p, __m256i a)
-{
-    memcpy(p, &a, sizeof a);
-}
-
-static inline void _mm_storeu_si128(__m128i *p, __m128i a)
 {
     memcpy(p, &a, sizeof a);
 }
