@@ -127,11 +127,17 @@ extern const fd_kernels fd_kernels_avx512;
 /* ------------------------------------------------------------------------------------------ */
 
 /* Most ties listed before a resolve pass; a decide function resolves once fewer than a step of
- * its loop (at most FD_TIES_STEP decisions) fit.  The list has FD_TIES_PAD spare entries so that
- * a vector pass may read whole vectors past the last tie. */
-#define FD_TIES_MAX 1024
+ * its loop (at most FD_TIES_STEP decisions) fit.  A tile of 4096 decisions holds 16 ties on
+ * average, so a pass per tile is the rule and FD_TIES_MAX a bound that random bytes do not
+ * reach; the sanitizer builds of the C harness set it to FD_TIES_STEP + 8 so that the passes
+ * within a tile run too.  The list has FD_TIES_PAD spare entries so that a vector pass may
+ * read whole vectors past the last tie. */
+#ifndef FD_TIES_MAX
+#  define FD_TIES_MAX 1024
+#endif
 #define FD_TIES_STEP 512
 #define FD_TIES_PAD 16
+typedef char fd_ties_max_holds_a_step[FD_TIES_MAX >= FD_TIES_STEP ? 1 : -1];
 
 typedef struct fd_ties {
     uint32_t count;

@@ -28,7 +28,7 @@ def as_uint(a):
 
 
 def blocks(n):
-    return math.ceil(n / 8)
+    return math.ceil(n / 16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ def blocks(n):
     ((4, 6, 10), (0, 2), 6), ((4, 6, 10), (0, 1, 2), 1), ((5, 0), 1, 5),
 ])
 def test_stream_advances_by_blocks_of_decisions(shape, shared_axes, decisions):
-    """A training call moves its stream by ceil(mask size / 8) blocks (one per 8 decisions),
+    """A training call moves its stream by ceil(mask size / 16) blocks (one per 16 decisions),
     from the position recorded as mask.start, for any q including 1."""
     s = fastdrop.Stream(seed=3, subsequence=4)
     s.reserve(10)
@@ -69,7 +69,7 @@ def test_default_stream_is_used_and_advanced(restore_default_stream):
     fastdrop.manual_seed(17)
     _, mask = fastdrop.dropout(np.ones(20), 0.5)
     assert (mask.seed, mask.subsequence, mask.start) == (17, 0, 0)
-    assert fastdrop.default_stream().position == 3
+    assert fastdrop.default_stream().position == 2
     assert fastdrop.default_stream() is fastdrop.default_stream()
 
 
@@ -95,7 +95,7 @@ def test_stream_calls_give_fresh_masks():
     x = np.ones((30, 40))
     _, m1 = fastdrop.dropout(x, 0.5, stream=s)
     _, m2 = fastdrop.dropout(x, 0.5, stream=s)
-    assert (m1.start, m2.start) == (0, 150)
+    assert (m1.start, m2.start) == (0, 75)
     assert not np.array_equal(m1.to_bool(), m2.to_bool())
     np.testing.assert_array_equal(m1.to_bool(), fastdrop.dropout(x, 0.5, seed=77)[1].to_bool())
 
@@ -139,13 +139,13 @@ def test_stream_pickles_and_copies_position(clone):
     fastdrop.dropout(np.ones(100), 0.5, stream=s)
     twin = clone(s)
     assert twin is not s
-    assert (twin.seed, twin.subsequence, twin.position) == (5, 6, 13)
+    assert (twin.seed, twin.subsequence, twin.position) == (5, 6, 7)
     m_original = fastdrop.dropout(np.ones(50), 0.5, stream=s)[1]
     m_twin = fastdrop.dropout(np.ones(50), 0.5, stream=twin)[1]
     assert m_original == m_twin
-    assert s.position == twin.position == 13 + 7
+    assert s.position == twin.position == 7 + 4
     twin.reserve(1)
-    assert s.position == 20  # they do not share state
+    assert s.position == 11  # they do not share state
 
 
 def test_stream_spawn_is_reproducible(restore_default_stream):
@@ -339,10 +339,10 @@ def test_keep_prob_one_is_identity_but_advances(mode):
     s = fastdrop.Stream(4)
     x = np.random.default_rng(0).standard_normal(20)
     y, mask = fastdrop.dropout(x, 1.0, mode=mode, stream=s)
-    assert y is x and s.position == 3 and mask.to_bool().all()
+    assert y is x and s.position == 2 and mask.to_bool().all()
     out = np.zeros_like(x)
     y, _ = fastdrop.dropout(x, 1.0, mode=mode, stream=s, out=out)
-    assert y is out and s.position == 6
+    assert y is out and s.position == 4
     np.testing.assert_array_equal(out, x)
 
 
@@ -403,7 +403,7 @@ def test_layer_train_eval():
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), np.ones_like(x))
     assert layer.train() is layer and layer.training
     y = layer(x)
-    assert (y == 0).any() and layer.stream.position == position + 10
+    assert (y == 0).any() and layer.stream.position == position + 5
     assert layer.mask.training and layer.mask.start == position
 
 
@@ -430,7 +430,7 @@ def test_layer_with_seed_is_reproducible():
         ya, yb, yc = a(x), b(x), c(x)
         np.testing.assert_array_equal(as_uint(ya), as_uint(yb))
         assert not np.array_equal(ya, yc)
-    assert a.stream.position == 3 * 32 and a.mask == b.mask
+    assert a.stream.position == 3 * 16 and a.mask == b.mask
 
 
 def test_layer_out_and_store():

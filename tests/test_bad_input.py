@@ -205,7 +205,7 @@ def test_largest_seed_and_subsequence_accepted():
     """The top of both ranges is valid: a range check off by one would refuse them."""
     stream = fastdrop.Stream(2**64 - 1, 2**63 - 1)
     y, mask = fastdrop.dropout(np.ones(10), 0.5, stream=stream)
-    assert (mask.seed, mask.subsequence, stream.position) == (2**64 - 1, 2**63 - 1, 2)
+    assert (mask.seed, mask.subsequence, stream.position) == (2**64 - 1, 2**63 - 1, 1)
     _, mask = fastdrop.dropout(np.ones(10), 0.5, seed=2**64 - 1)
     assert mask.seed == 2**64 - 1
 
@@ -573,15 +573,15 @@ def stream_near_end(blocks_left: int) -> fastdrop.Stream:
 def test_call_past_end_of_stream_refused(impl, x, out):
     """A call needing more blocks than the stream has left raises OverflowError naming the
     stream, with x, out and the position unchanged; one that fits still works."""
-    s = stream_near_end(2)
-    x17 = np.ones(17, np.float32)  # 3 blocks
+    s = stream_near_end(1)
+    x17 = np.ones(17, np.float32)  # 2 blocks, as x
     assert_refused(OverflowError, "stream", lambda: impl.dropout(x17, 0.5, stream=s), x17, s)
     assert_refused(OverflowError, "stream", lambda: impl.dropout(x, 0.5, stream=s, out=out),
                    x, out, s)
     assert_refused(OverflowError, "stream", lambda: impl.dropout(x, 1.0, stream=s, out=out),
                    x, out, s)
-    y, mask = impl.dropout(np.ones(16, np.float32), 0.5, stream=s)  # exactly 2 blocks
-    assert mask.start == 2**64 - 2 and s.position == 2**64
+    y, mask = impl.dropout(np.ones(16, np.float32), 0.5, stream=s)  # exactly 1 block
+    assert mask.start == 2**64 - 1 and s.position == 2**64
     assert_refused(OverflowError, "stream",
                    lambda: impl.dropout(np.ones(1, np.float32), 0.5, stream=s), s)
     # Evaluation draws nothing, so an exhausted stream still serves it.
@@ -601,7 +601,7 @@ def test_last_blocks_match_reference():
     masks = []
     for impl in (fastdrop, reference):
         s = stream_near_end(3)
-        masks.append(impl.dropout(np.ones(24), 0.5, stream=s, store="bits")[1])
+        masks.append(impl.dropout(np.ones(48), 0.5, stream=s, store="bits")[1])
     assert masks[0] == masks[1]
     np.testing.assert_array_equal(masks[0].to_bool(), reference.mask_to_bool(masks[0]))
 

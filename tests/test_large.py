@@ -19,13 +19,13 @@ What is feasible, and what each test reaches:
   float32 (cheap: a few thousand elements each).
 - Stream positions near the counter carry points (2**32, 2**63, 2**64 blocks) on small arrays of
   every dtype, against an independent randomgen oracle and the reference.  Refinement draws
-  whose counters pass 2**64 are forced in test_decisions.py (REFINEMENT_CASES, start >= 2**63)
+  whose counters pass 2**64 are forced in test_decisions.py (REFINEMENT_CASES, start >= 2**62)
   and test_reference_equality.py (test_refinement_draw_counter_carries); here they are forced
   for the 16-bit types and alpha mode only.
 
 Expected values on slices of the big arrays come from fastdrop.reference.decisions for the
-slice's own blocks: decision j of a call at block `start` reads half j % 8 of block
-start + j // 8, so slices start at multiples of 8.
+slice's own blocks: decision j of a call at block `start` reads byte j % 16 of block
+start + j // 16, so slices start at multiples of 16.
 """
 from __future__ import annotations
 
@@ -119,18 +119,19 @@ def fill_pattern(x: np.ndarray) -> None:
 def expected_slice(j0: int, length: int, start_block: int = 0) -> np.ndarray:
     """uint16 bits of y (or dx) for elements j0 .. j0 + length - 1 of a pattern-filled array:
     float32(x) * float32(1 / 0.8) rounded to float16 where the reference keeps, +0.0 elsewhere."""
-    assert j0 % 8 == 0
-    keep = reference.decisions(SEED, 0, start_block + j0 // 8, length, KEEP_PROB)
+    assert j0 % 16 == 0
+    keep = reference.decisions(SEED, 0, start_block + j0 // 16, length, KEEP_PROB)
     x = pattern_bits(j0, length).view(np.float16)
     kept = (x.astype(np.float32) * np.float32(1 / KEEP_PROB)).astype(np.float16)
     return np.where(keep, kept, np.float16(0)).view(np.uint16)
 
 
 def slice_starts(n: int):
-    """8-aligned slice starts: the beginning, around 2**31 and 2**32 (where inside the array),
-    the middle of the part past them, and the end (a partial last byte of bits)."""
+    """16-aligned slice starts (a block's decisions): the beginning, around 2**31 and 2**32
+    (where inside the array), the middle of the part past them, and the end (a partial last
+    byte of bits)."""
     starts = [0, 2**31 - SLICE // 2, 2**31 + 2**19, 2**32 - SLICE // 2, 2**32 + 2**19,
-              (n - SLICE) // 8 * 8]
+              (n - SLICE) // 16 * 16]
     return sorted({s for s in starts if 0 <= s < n})
 
 
@@ -237,7 +238,7 @@ class TestFloat16Past2To31:
         assert bits.size == -(-N31 // 8)
         for j0 in slice_starts(N31):
             length = min(SLICE, N31 - j0)
-            keep = reference.decisions(SEED, 0, j0 // 8, length, KEEP_PROB)
+            keep = reference.decisions(SEED, 0, j0 // 16, length, KEEP_PROB)
             np.testing.assert_array_equal(bits[j0 // 8:j0 // 8 + -(-length // 8)],
                                           np.packbits(keep, bitorder="little"),
                                           err_msg=f"bits at {j0}")
@@ -336,7 +337,7 @@ def test_float16_array_past_2_32_elements(record_property):
         check_slices(x, N32)
         check_bits_everywhere(x, mask.bits)
         for j0 in (2**32 - SLICE // 2, N32 - 3 - SLICE):
-            keep = reference.decisions(SEED, 0, j0 // 8, SLICE, KEEP_PROB)
+            keep = reference.decisions(SEED, 0, j0 // 16, SLICE, KEEP_PROB)
             np.testing.assert_array_equal(mask.bits[j0 // 8:(j0 + SLICE) // 8],
                                           np.packbits(keep, bitorder="little"))
         fill_pattern(x)
@@ -360,24 +361,24 @@ def oracle_words(seed: int, counter: int, nblocks: int) -> np.ndarray:
     return np.asarray(gen.random_raw(4 * nblocks), dtype=np.uint64) & 0xFFFFFFFF
 
 
-def oracle_halves(seed, subsequence, start, size):
-    words = oracle_words(seed, start + 2**64 * subsequence, -(-size // 8))
-    return np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)[:size]
+def oracle_bytes(seed, subsequence, start, size):
+    words = oracle_words(seed, start + 2**64 * subsequence, -(-size // 16))
+    return np.stack([(words >> (8 * k)) & 0xFF for k in range(4)], axis=1).reshape(-1)[:size]
 
 
 def oracle_g(seed, subsequence, start, j):
-    d = 8 * start + j
+    d = 16 * start + j
     word = oracle_words(seed, (d // 4 + 2**64 * (subsequence + 2**63)) % 2**128, 1)[d % 4]
-    return int(word) & 0xFFFF
+    return int(word) & 0xFFFFFF
 
 
 def oracle_decisions(seed, subsequence, start, size, keep_prob):
     """SPEC §3's decisions from randomgen's words, written from the spec alone."""
     t = threshold_for(keep_prob)
-    h = oracle_halves(seed, subsequence, start, size)
-    keep = h < (t >> 16)
-    for j in np.flatnonzero(h == t >> 16):
-        keep[j] = oracle_g(seed, subsequence, start, int(j)) < (t & 0xFFFF)
+    h = oracle_bytes(seed, subsequence, start, size)
+    keep = h < (t >> 24)
+    for j in np.flatnonzero(h == t >> 24):
+        keep[j] = oracle_g(seed, subsequence, start, int(j)) < (t & 0xFFFFFF)
     return keep
 
 
@@ -412,12 +413,12 @@ CARRY_POSITIONS = [
 @pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("mode", ["inverted", "alpha"])
 def test_calls_across_counter_carries_match_randomgen(position, subsequence, name, mode):
-    """A call of 100 decisions (13 blocks) whose blocks straddle a carry point (or end at the
+    """A call of 200 decisions (13 blocks) whose blocks straddle a carry point (or end at the
     stream's last block, 2**64 - 1) reads randomgen's words there: applied mask, to_bool(),
     stored bits, reference, and backward agree with the oracle, on every SIMD path; the stream
     ends 13 blocks later."""
     dtype = dtype_named(name)
-    seed, q, size = 0xC0FFEE123456789, 0.55, 100
+    seed, q, size = 0xC0FFEE123456789, 0.55, 200
     expected = oracle_decisions(seed, subsequence, position, size, q)
     assert 0 < expected.sum() < size
     x = np.linspace(0.5, 3, size).astype(dtype)
@@ -446,26 +447,26 @@ def test_calls_across_counter_carries_match_randomgen(position, subsequence, nam
 @pytest.mark.parametrize("position", [2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 3])
 @pytest.mark.parametrize("name", ["float16", "bfloat16"])
 def test_forced_refinement_near_carries_for_16_bit_types(position, name):
-    """T_hi is set to a drawn half so that decision j needs its refinement draw g_d, whose
-    counter d // 4 = 2 * start + j // 4 passes 2**32, 2**33, 2**64 (carrying into the
+    """T_hi is set to a drawn byte so that decision j needs its refinement draw g_d, whose
+    counter d // 4 = 4 * start + j // 4 passes 2**33, 2**34, 2**65 and 2**66 (carrying into the
     subsequence words) near these positions: the decision flips exactly between T_lo = g and
     g + 1, in float16/bfloat16 and alpha mode, on every SIMD path."""
     dtype = dtype_named(name)
     seed, subsequence = 2**40 + 7, 3
-    size = 8 * min(3, 2**64 - position)
-    h = oracle_halves(seed, subsequence, position, size)
-    for j in range(8, size):  # a decision in the call's second block
+    size = 16 * min(3, 2**64 - position)
+    h = oracle_bytes(seed, subsequence, position, size)
+    for j in range(16, size):  # a decision in the call's second block
         if h[j] > 0:
             break
     g = oracle_g(seed, subsequence, position, j)
-    if g == 0xFFFF:  # pragma: no cover - T_lo = g + 1 would not fit
-        pytest.skip("g is 0xffff here")
+    if g == 0xFFFFFF:  # pragma: no cover - T_lo = g + 1 would not fit
+        pytest.skip("g is 0xffffff here")
     x = np.ones(size, dtype)
 
     def check(path):
         for low, kept in ((g, False), (g + 1, True)):
-            q = ((int(h[j]) << 16) | low) / 2**32
-            assert threshold_for(q) == (int(h[j]) << 16) | low
+            q = ((int(h[j]) << 24) | low) / 2**32
+            assert threshold_for(q) == (int(h[j]) << 24) | low
             stream = fastdrop.Stream(seed, subsequence)
             stream.reserve(position)
             y, mask = fastdrop.dropout(x, q, mode="alpha", stream=stream)

@@ -327,7 +327,7 @@ def test_forward_matches_reference(data, restore_threads):
         assert (y_f is x_f) == expected_passthrough(kwargs)
     if streams:
         start = kwargs["stream"][2]
-        moved = -(-mask_f.size // 8) if kwargs["training"] else 0
+        moved = -(-mask_f.size // 16) if kwargs["training"] else 0
         assert streams[0].position == start + moved
         if kwargs["training"]:
             assert mask_f.start == start
@@ -352,7 +352,7 @@ def test_successive_stream_calls_match_reference(data):
             y, mask = impl.dropout(Built(recipe).array, stream=stream, **kwargs)
             if kwargs["training"]:
                 assert mask.start == before
-                assert stream.position == before + -(-mask.size // 8)
+                assert stream.position == before + -(-mask.size // 16)
             else:
                 assert stream.position == before
             outputs.append((y, mask))
@@ -371,7 +371,7 @@ def test_default_stream_matches_reference(restore_default_stream):
     fastdrop.manual_seed(99)
     fastdrop.default_stream().reserve(5)
     y_r, mask_r = reference.dropout(x, 0.6)
-    assert fastdrop.default_stream().position == after_f == 5 + 125
+    assert fastdrop.default_stream().position == after_f == 5 + 63
     assert mask_f.start == 5 and mask_f.seed == 99
     assert_same_bits(y_f, y_r)
     assert_same_mask(mask_f, mask_r)
@@ -483,26 +483,25 @@ def randomgen_words(seed: int, counter: int, nblocks: int) -> np.ndarray:
 
 def check_forced_refinement(seed, subsequence, position, size, j, t_lo, dtype):
     """Runs calls whose decision j needs the refinement draw g_d (T_hi is set to that
-    decision's half) and checks them against randomgen and the reference.  Besides the given
+    decision's byte) and checks them against randomgen and the reference.  Besides the given
     T_lo, T_lo = g_d and g_d + 1 are tried: decision j must flip from drop to keep exactly
     there, which pins g_d down to its exact value."""
-    nblocks = -(-size // 8)
-    words = reference.philox_words(seed, subsequence, position, nblocks)
-    np.testing.assert_array_equal(words[:4 * min(nblocks, 2)],
-                                  randomgen_words(seed, position + 2**64 * subsequence,
-                                                  min(nblocks, 2)))
-    halves = np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)[:size]
-    t_hi = int(halves[j])
+    nblocks = -(-size // 16)
+    words = randomgen_words(seed, position + 2**64 * subsequence, nblocks)
+    np.testing.assert_array_equal(reference.philox_words(seed, subsequence, position, nblocks),
+                                  words)
+    h = np.stack([(words >> (8 * k)) & 0xFF for k in range(4)], axis=1).reshape(-1)[:size]
+    t_hi = int(h[j])
 
-    # g_d from randomgen: word d % 4 of block d // 4 of subsequence + 2**63.
-    d = 8 * position + j
+    # g_d from randomgen: the low 24 bits of word d % 4 of block d // 4 of subsequence + 2**63.
+    d = 16 * position + j
     refinement_block = (d // 4 + 2**64 * (subsequence + 2**63)) % 2**128
-    g = int(randomgen_words(seed, refinement_block, 1)[d % 4]) & 0xFFFF
+    g = int(randomgen_words(seed, refinement_block, 1)[d % 4]) & 0xFFFFFF
     assert g == reference.refinement_draw(seed, subsequence, d)
 
     x = np.arange(1, size + 1).astype(dtype)
-    for low in sorted({t_lo, g, min(g + 1, 0xFFFF)}):
-        threshold = (t_hi << 16) | low
+    for low in sorted({t_lo, g, min(g + 1, 0xFFFFFF)}):
+        threshold = (t_hi << 24) | low
         if threshold == 0:
             continue
         keep_prob = threshold / 2**32
@@ -520,24 +519,24 @@ def check_forced_refinement(seed, subsequence, position, size, j, t_lo, dtype):
 
 @given(seed=seeds, subsequence=subsequences,
        position=st.one_of(positions, st.integers(2**63, 2**64 - 64)),
-       size=st.integers(1, 200), pick=st.integers(0, 199), t_lo=st.integers(0, 0xFFFF),
+       size=st.integers(1, 200), pick=st.integers(0, 199), t_lo=st.integers(0, 0xFFFFFF),
        dtype=st.sampled_from(DTYPES))
 def test_refinement_draws_match_reference(seed, subsequence, position, size, pick, t_lo, dtype):
-    """keep_prob chosen so that T_hi equals a drawn half: that decision needs the refinement
+    """keep_prob chosen so that T_hi equals a drawn byte: that decision needs the refinement
     draw g_d, checked against randomgen (a wrong refinement subsequence, d or word breaks it)."""
     check_forced_refinement(seed, subsequence, position, size, pick % size, t_lo, dtype)
 
 
 @pytest.mark.parametrize("position,j", [
-    (2**63 - 1, 8), (2**63 - 1, 15), (2**63 - 2, 23), (2**64 - 3, 20), (2**64 - 1, 4),
-    (2**63, 0), (2**64 - 1, 0),
+    (2**62 - 1, 16), (2**62 - 1, 31), (2**62 - 2, 47), (2**62, 0), (2**63 - 1, 20),
+    (2**63, 5), (2**64 - 3, 40), (2**64 - 1, 4), (2**64 - 1, 0), (2**64 - 1, 15),
 ])
 @pytest.mark.parametrize("subsequence", [0, 5, 2**63 - 1])
 def test_refinement_draw_counter_carries(position, j, subsequence):
-    """Where d // 4 = 2 * start + j // 4 passes a multiple of 2**64, the refinement counter
+    """Where d // 4 = 4 * start + j // 4 passes a multiple of 2**64, the refinement counter
     carries into its high words (and wraps at 2**128 for the last subsequence)."""
-    size = 8 * (2**64 - position) if position > 2**64 - 4 else 24
-    check_forced_refinement(2**40 + 7, subsequence, position, min(size, 24), j, 1,
+    size = 16 * (2**64 - position) if position > 2**64 - 4 else 48
+    check_forced_refinement(2**40 + 7, subsequence, position, min(size, 48), j, 1,
                             np.dtype(np.float32))
 
 
@@ -590,7 +589,7 @@ def test_large_arrays_match_reference(shape, shared_axes, layout, dtype, mode, s
                                     stream=streams[1], store=store)
     assert_same_bits(y_f, y_r)
     assert_same_mask(mask_f, mask_r)
-    assert streams[0].position == streams[1].position == 77 + -(-mask_f.size // 8)
+    assert streams[0].position == streams[1].position == 77 + -(-mask_f.size // 16)
 
     dy = big_array(shape, np.float64 if dtype == np.float32 else np.float32, "c", seed=1)
     dx_f = fastdrop.dropout_backward(dy, mask_f)
@@ -604,18 +603,15 @@ def test_large_arrays_match_reference(shape, shared_axes, layout, dtype, mode, s
 
 @pytest.mark.parametrize("keep_prob", [0.8, 0.5, 1 - 2**-20])
 def test_large_array_exercises_refinement(keep_prob, restore_threads):
-    """3*10**5 decisions include halves equal to T_hi; their decisions (made by the refinement
-    draw) agree with the reference, on 1 and 4 threads, in place."""
+    """3*10**5 decisions include about a thousand bytes equal to T_hi; their decisions (made by
+    the refinement draw) agree with the reference, on 1 and 4 threads, in place."""
     seed, n = 12345, 300_000
     threshold = threshold_for(keep_prob)
-    words = reference.philox_words(seed, 0, 0, n // 8)
-    halves = np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)
-    ties = np.flatnonzero(halves == threshold >> 16)
-    assert ties.size > 0, "pick another seed: no refinement draw in this call"
+    ties = np.flatnonzero(reference.decision_bytes(seed, 0, 0, n) == threshold >> 24)
+    assert ties.size > n / 512, "pick another seed: few refinement draws in this call"
     x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
     y_r, mask_r = reference.dropout(x, keep_prob, seed=seed)
-    expected_ties = [reference.refinement_draw(seed, 0, int(j)) < (threshold & 0xFFFF)
-                     for j in ties]
+    expected_ties = reference.refinement_draws(seed, 0, ties) < (threshold & 0xFFFFFF)
     np.testing.assert_array_equal(mask_r.to_bool()[ties], expected_ties)
     for threads in (1, 4):
         fastdrop.set_num_threads(threads)

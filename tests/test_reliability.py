@@ -4,7 +4,7 @@ and a long call that returns.
 - Concurrency: 8 Python threads call fastdrop.dropout on arrays of their own while sharing one
   Stream.  Every call's mask (read back from y, and from the stored bits) equals
   fastdrop.reference.decisions for the blocks that call reserved, and the reserved ranges
-  [start, start + ceil(n / 8)) never overlap and tile the stream from 0 to its final position.
+  [start, start + ceil(n / 16)) never overlap and tile the stream from 0 to its final position.
 - Leaks: 10**5 small forward + backward calls (every dtype, both stores, out=, shared axes, the
   layer, refused calls) grow neither the Python heap (tracemalloc) nor the resident set size
   (/proc/self/statm) past a small bound after warm-up.
@@ -76,7 +76,7 @@ def test_threads_sharing_one_stream(num_threads, restore_threads):
 
     calls = [call for per_thread in results for call in per_thread]
     assert len(calls) == THREADS * CALLS_PER_THREAD
-    ranges = sorted((mask.start, mask.start + math.ceil(n / 8)) for n, mask, _ in calls)
+    ranges = sorted((mask.start, mask.start + math.ceil(n / 16)) for n, mask, _ in calls)
     position = 0
     for start, end in ranges:
         assert start == position, "reserved block ranges overlap or leave a gap"
@@ -246,8 +246,8 @@ def test_long_call_returns():
     # y = m / q, then dx = m * y / q: 4 where kept; check the ends and a sample.
     head = reference.decisions(1, 0, 0, 4096, 0.5)
     np.testing.assert_array_equal(dx[:4096], np.where(head, 4.0, 0.0).astype(np.float32))
-    tail_start = LONG_SIZE - 4096  # a multiple of 8: blocks start there
-    tail = reference.decisions(1, 0, tail_start // 8, 4096, 0.5)
+    tail_start = LONG_SIZE - 4096  # a multiple of 16: blocks start there
+    tail = reference.decisions(1, 0, tail_start // 16, 4096, 0.5)
     np.testing.assert_array_equal(dx[tail_start:], np.where(tail, 4.0, 0.0).astype(np.float32))
     assert 0.49 < np.count_nonzero(dx[::997]) / dx[::997].size < 0.51
 

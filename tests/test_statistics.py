@@ -44,16 +44,16 @@ def decisions(size: int, keep_prob: float, **kwargs) -> np.ndarray:
 @pytest.mark.parametrize("keep_prob", [0.01, 0.5, 0.8, 0.99])
 def test_kept_fraction_within_5_sigma(keep_prob):
     """Over 2**22 decisions the kept count is n q +- 5 sqrt(n q (1 - q)), i.e. +- 0.12 % at
-    q = 0.5; a threshold off by a 2**-16 step at q = 0.01 would already be ~1 sigma."""
+    q = 0.5; a rule that ignored T_lo (keeping 2/256 at q = 0.01) would be 45 sigma off."""
     n = 2**22
     kept = np.count_nonzero(decisions(n, keep_prob, seed=1234))
     assert_binomial(kept, n, keep_prob, f"kept at q={keep_prob}")
 
 
 def test_drop_count_at_keep_prob_one_minus_2_pow_20():
-    """q = 1 - 2**-20 (T = 2**32 - 2**12, T_hi = 0xffff, T_lo = 0xf000: every drop is an
-    h == 0xffff whose refinement draw g >= 0xf000): 8 calls of 2**24 float32 elements, 2**27
-    decisions, drop 128 +- 5 * 11.3.  Ignoring g would drop ~2048 or 0."""
+    """q = 1 - 2**-20 (T = 2**32 - 2**12, T_hi = 0xff, T_lo = 0xfff000: every drop is an
+    h == 0xff whose refinement draw g >= 0xfff000): 8 calls of 2**24 float32 elements, 2**27
+    decisions, drop 128 +- 5 * 11.3.  Ignoring g would drop ~524288 or 0."""
     q = 1 - 2**-20
     stream = fastdrop.Stream(seed=0x5EED, subsequence=1)
     x = np.empty(2**24, dtype=np.float32)
@@ -63,7 +63,7 @@ def test_drop_count_at_keep_prob_one_minus_2_pow_20():
         x.fill(1.0)
         fastdrop.dropout(x, q, stream=stream, out=x)
         dropped += x.size - np.count_nonzero(x)
-    assert stream.position == calls * 2**21
+    assert stream.position == calls * 2**20
     assert_binomial(dropped, calls * x.size, 2**-20, "dropped")
 
 
@@ -99,16 +99,17 @@ def test_mean_of_inverted_forwards_tends_to_x():
 
 @pytest.mark.parametrize("keep_prob", [0.5, 0.8])
 def test_no_correlation_between_nearby_decisions(keep_prob):
-    """Decisions j and j + lag are uncorrelated: |corr| < 5 / sqrt(n) for lag 1 (the two halves
-    of a word), 2 (neighbouring words), 7, 8 (the same half of the next block) and 64."""
+    """Decisions j and j + lag are uncorrelated: |corr| < 5 / sqrt(n) for lag 1 (neighbouring
+    bytes of a word), 4 (neighbouring words), 8, 15, 16 (the same byte of the next block) and
+    64."""
     m = decisions(2**22, keep_prob, seed=4321)
-    for lag in (1, 2, 7, 8, 64):
+    for lag in (1, 4, 8, 15, 16, 64):
         n = m.size - lag
         assert abs(correlation(m[:-lag], m[lag:])) < SIGMAS / math.sqrt(n), lag
 
 
 def test_successive_stream_calls_give_fresh_masks():
-    """Each call moves the stream by ceil(n / 8) blocks and its mask is independent of the previous
+    """Each call moves the stream by ceil(n / 16) blocks and its mask is independent of the previous
     one: agreement q**2 + (1 - q)**2 within 5 sigma, not 1 (a stream that does not move) and not a
     shifted copy."""
     q, n = 0.5, 100_003
@@ -116,8 +117,8 @@ def test_successive_stream_calls_give_fresh_masks():
     masks = []
     for call in range(1, 6):
         y, mask = fastdrop.dropout(np.ones(n), q, stream=stream)
-        assert mask.start == (call - 1) * math.ceil(n / 8)
-        assert stream.position == call * math.ceil(n / 8)
+        assert mask.start == (call - 1) * math.ceil(n / 16)
+        assert stream.position == call * math.ceil(n / 16)
         masks.append(y != 0)
     p_agree = q**2 + (1 - q) ** 2
     for a in range(len(masks)):
@@ -137,7 +138,7 @@ def test_default_stream_advances_like_an_explicit_stream():
             b = decisions(n, 0.5, stream=own)
             np.testing.assert_array_equal(a, b)
             assert not a.all() or n < 20
-        assert default.position == own.position == 2 + 125 + 3
+        assert default.position == own.position == 1 + 63 + 2
     finally:
         default.manual_seed(saved[0], saved[1])
         default.reserve(saved[2])
@@ -179,7 +180,7 @@ def test_neighbouring_stream_positions_are_independent():
 
 def test_shared_axis_0_gives_every_row_the_same_mask():
     """shared_axes=0 on (N, D): all N rows carry one mask, whose keep rate over D columns is q
-    within 5 sigma; only ceil(D / 8) blocks are drawn."""
+    within 5 sigma; only ceil(D / 16) blocks are drawn."""
     n_rows, d, q = 16, 50_000, 0.6
     rng = np.random.default_rng(3)
     x = rng.uniform(0.5, 1.5, size=(n_rows, d))
@@ -192,12 +193,12 @@ def test_shared_axis_0_gives_every_row_the_same_mask():
     assert_binomial(np.count_nonzero(keep[0]), d, q, "kept columns")
     scale = float(1 / np.float64(q))
     np.testing.assert_array_equal(y[keep], x[keep] * scale)
-    assert stream.position == math.ceil(d / 8)
+    assert stream.position == math.ceil(d / 16)
 
 
 def test_channel_dropout_zeroes_or_scales_whole_planes():
     """shared_axes=(2, 3) on (N, C, H, W): each (n, c) plane is all +0.0 or all x / q, and the
-    fraction of kept planes is q within 5 sigma; only ceil(N C / 8) blocks are drawn."""
+    fraction of kept planes is q within 5 sigma; only ceil(N C / 16) blocks are drawn."""
     n, c, h, w, q = 64, 256, 5, 7, 0.75
     rng = np.random.default_rng(4)
     x = rng.uniform(0.5, 1.5, size=(n, c, h, w)).astype(np.float32)
@@ -213,4 +214,4 @@ def test_channel_dropout_zeroes_or_scales_whole_planes():
     np.testing.assert_array_equal(y[plane_kept], x[plane_kept] * scale)
     assert np.all(np.signbit(y[plane_dropped]) == False)  # noqa: E712  (+0.0, not -0.0)
     assert_binomial(np.count_nonzero(plane_kept), n * c, q, "kept planes")
-    assert stream.position == math.ceil(n * c / 8)
+    assert stream.position == math.ceil(n * c / 16)

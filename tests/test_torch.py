@@ -179,7 +179,7 @@ def test_p_zero_is_identity_and_p_one_zeroes_everything(restore_default_stream):
         if p == 1.0:
             assert torch.equal(y, torch.zeros_like(x)) and torch.equal(dx, torch.zeros_like(x))
             assert torch.equal(y, F.dropout(x, 1.0))
-    assert positions == [math.ceil(35 / 8)] * 3
+    assert positions == [math.ceil(35 / 16)] * 3
 
     # In place, under autograd and without it.
     h = x * 1
@@ -402,7 +402,7 @@ def test_no_grad_inference_mode_and_eval():
     assert torch.equal(model(x), model[0](x)) and model[1].stream.position == position
     model.train()
     model(x)
-    assert model[1].stream.position == position + math.ceil(100 / 8)
+    assert model[1].stream.position == position + math.ceil(100 / 16)
 
 
 # ---------------------------------------------------------------------------------------------
