@@ -139,11 +139,6 @@ extern const fd_kernels fd_kernels_avx512;
 #define FD_TIES_PAD 16
 typedef char fd_ties_max_holds_a_step[FD_TIES_MAX >= FD_TIES_STEP ? 1 : -1];
 
-typedef struct fd_ties {
-    uint32_t count;
-    uint32_t at[FD_TIES_MAX + FD_TIES_PAD]; /* j - j0 of each tie of a decide call */
-} fd_ties;
-
 static inline unsigned fd_lowest_bit(uint64_t mask)
 {
 #if defined(__GNUC__)
@@ -156,18 +151,22 @@ static inline unsigned fd_lowest_bit(uint64_t mask)
 #endif
 }
 
-/* Lists the ties of 64 consecutive decisions, i0 + i for each set bit i of `mask`.  The first is
- * written without a branch (whether 64 decisions hold a tie is a coin toss that a branch would
- * mispredict; its entry simply does not count when there is none), the rare others in a loop. */
-static inline void fd_ties_add(fd_ties *ties, uint64_t mask, uint32_t i0)
+/* Appends the ties of 64 consecutive decisions, i0 + i for each set bit i of `mask`, to the
+ * list at[0 .. count - 1] (each entry j - j0 of a decide call) and returns the new count.  The
+ * first is written without a branch (whether 64 decisions hold a tie is a coin toss that a
+ * branch would mispredict; its entry simply does not count when there is none), the rare others
+ * in a loop.  The count travels in a register, not in memory: through memory, each call would
+ * wait for the previous one's store. */
+static inline uint32_t fd_ties_add(uint32_t *at, uint32_t count, uint64_t mask, uint32_t i0)
 {
-    ties->at[ties->count] = i0 + fd_lowest_bit(mask | UINT64_C(1) << 63);
-    ties->count += mask != 0;
+    at[count] = i0 + fd_lowest_bit(mask | UINT64_C(1) << 63);
+    count += mask != 0;
     mask &= mask - 1;
     while (mask) {
-        ties->at[ties->count++] = i0 + fd_lowest_bit(mask);
+        at[count++] = i0 + fd_lowest_bit(mask);
         mask &= mask - 1;
     }
+    return count;
 }
 
 /* The refinement block of decision j0 of a call, as the 128-bit counter (low, high): block

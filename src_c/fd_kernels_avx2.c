@@ -40,12 +40,14 @@ FD_AVX2 static void philox8_keys_init(philox8_keys *keys, uint64_t seed)
     }
 }
 
-/* Counter words of blocks first .. first + 7 of a subsequence, block first + lane in each lane. */
+/* Counter words of blocks first .. first + 7 of a subsequence: block first + 2 i in lane i and
+ * block first + 2 i + 1 in lane 4 + i (i < 4), so that the transpose within 128-bit lanes in
+ * decide8 leaves two consecutive blocks in each vector. */
 FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m256i c[4])
 {
     const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
     __m256i low = _mm256_set1_epi32((int)(uint32_t)first);
-    c[0] = _mm256_add_epi32(low, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    c[0] = _mm256_add_epi32(low, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     /* A lane whose low word wrapped carries into word 1: -1 where c0 < low (unsigned). */
     __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(low, sign), _mm256_xor_si256(c[0], sign));
     c[1] = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)(first >> 32)), carry);
@@ -53,7 +55,8 @@ FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m25
     c[3] = _mm256_set1_epi32((int)(uint32_t)(subsequence >> 32));
 }
 
-/* Blocks first .. first + 8 * groups - 1: x[g][w] holds word w of block first + 8 g + lane.  The
+/* Blocks first .. first + 8 * groups - 1: x[g][w] holds word w of group g's blocks, in the lane
+ * order of counters8.  The
  * groups are independent and interleaved round by round: a round is a chain of multiply, shuffle
  * and xor latencies, and the other groups' chains keep the execution units busy meanwhile.  Four
  * groups measured 10 % faster than two on Zen 3 (five and six, no better: registers run out).
@@ -82,22 +85,23 @@ FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
     }
 }
 
-/* The refinement words of the listed ties, eight refinement blocks at a time (the list is padded
- * with copies of its last tie, which patch the same bit again); empties the list. */
+/* Decides the listed ties, decisions j0 + ties[k] for k < n, from their refinement words,
+ * eight refinement blocks at a time.  The list is padded to a multiple of eight with copies of
+ * its last tie, which patch the same bit again: every lane is patched, without a bound check
+ * whose exit a branch predictor would miss. */
 FD_AVX2 static void resolve_avx2(const fd_params *p, const philox8_keys *keys, uint64_t j0,
-                                 fd_ties *ties, uint8_t *bits)
+                                 uint32_t *ties, uint32_t n, uint8_t *bits)
 {
-    uint32_t n = ties->count;
     if (n == 0)
         return;
     for (uint32_t k = n; k < n + 7; k++)
-        ties->at[k] = ties->at[n - 1];
+        ties[k] = ties[n - 1];
     uint64_t low, high;
     fd_refinement_counter(p, j0, &low, &high);
     const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
     const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
     for (uint32_t k = 0; k < n; k += 8) {
-        uint32_t *at = ties->at + k;
+        const uint32_t *at = ties + k;
         /* Counters lane by lane: eight scalar additions cost less than the 64-bit carry logic
          * in 32-bit lanes, for lists this short. */
         uint32_t c[4][8];
@@ -125,29 +129,20 @@ FD_AVX2 static void resolve_avx2(const fd_params *p, const philox8_keys *keys, u
         uint32_t words[4][8];
         for (int w = 0; w < 4; w++)
             _mm256_storeu_si256((__m256i *)words[w], x[w]);
-        for (uint32_t lane = 0; lane < 8 && k + lane < n; lane++)
+        for (uint32_t lane = 0; lane < 8; lane++)
             fd_tie_keep(bits, at[lane], fd_tie_keeps(p, words[at[lane] % 4][lane]));
     }
-    ties->count = 0;
 }
 
-/* Interleaves the 16-bit halves of four byte masks, m[k] holding block k in its low half and
- * block k + 4 in its high half, into the 16-byte decision mask of blocks 0-7. */
-static inline void fd_blocks_order(const uint32_t m[4], uint64_t out[2])
-{
-    out[0] = (uint64_t)(m[0] & 0xffffu) | (uint64_t)(m[1] & 0xffffu) << 16 |
-             (uint64_t)(m[2] & 0xffffu) << 32 | (uint64_t)m[3] << 48;
-    out[1] = (uint64_t)(m[0] >> 16) | (uint64_t)(m[1] >> 16) << 16 |
-             (uint64_t)(m[2] >> 16) << 32 | (uint64_t)(m[3] >> 16) << 48;
-}
-
-/* The decisions of eight blocks (words x[0..3], block = lane) into out[0..15] and their ties
- * into the list, decision i0 + i being bit i % 8 of out[i / 8]; only the first `count` bytes
- * are written and only their ties listed (count < 16 at the end of a call).  A 4x4 transpose
- * of 32-bit words within each 128-bit lane puts each block's sixteen bytes in decision order
- * (v[k] holds block k, then block k + 4), so that one movemask gives two blocks' decisions. */
-FD_AVX2 static inline void decide8(const __m256i x[4], uint32_t t_hi, uint64_t ties_matter,
-                                   uint8_t *out, uint64_t count, fd_ties *ties, uint32_t i0)
+/* The decisions of eight blocks (words x[0..3] in the lane order of counters8) into
+ * out[0..15] and their ties appended to the list ties[0 .. tie_count - 1], decision i0 + i
+ * being bit i % 8 of out[i / 8]; returns the new tie count.  Only the first `count` bytes are
+ * written and only their ties listed (count < 16 at the end of a call).  A 4x4 transpose of
+ * 32-bit words within each 128-bit lane puts each block's sixteen bytes in decision order, and
+ * v[k] holds blocks 2 k and 2 k + 1, so that one movemask gives 32 consecutive decisions. */
+FD_AVX2 static inline uint32_t decide8(const __m256i x[4], uint32_t t_hi, uint64_t ties_matter,
+                                       uint8_t *out, uint64_t count, uint32_t *ties,
+                                       uint32_t tie_count, uint32_t i0)
 {
     /* Unsigned h < t_hi as a signed compare after flipping both sign bits. */
     const __m256i sign = _mm256_set1_epi8((char)0x80);
@@ -159,15 +154,14 @@ FD_AVX2 static inline void decide8(const __m256i x[4], uint32_t t_hi, uint64_t t
     __m256i t3 = _mm256_unpackhi_epi32(x[2], x[3]);
     __m256i v[4] = {_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1),
                     _mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3)};
-    uint32_t keep_masks[4], tie_masks[4];
+    uint64_t keep[2] = {0, 0}, tied[2] = {0, 0};
     for (int k = 0; k < 4; k++) {
-        keep_masks[k] = (uint32_t)_mm256_movemask_epi8(
+        uint32_t below = (uint32_t)_mm256_movemask_epi8(
             _mm256_cmpgt_epi8(t_hi_signed, _mm256_xor_si256(v[k], sign)));
-        tie_masks[k] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v[k], t_hi_vec));
+        uint32_t equal = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v[k], t_hi_vec));
+        keep[k / 2] |= (uint64_t)below << (32 * (k % 2));
+        tied[k / 2] |= (uint64_t)equal << (32 * (k % 2));
     }
-    uint64_t keep[2], tied[2];
-    fd_blocks_order(keep_masks, keep);
-    fd_blocks_order(tie_masks, tied);
     tied[0] &= ties_matter;
     tied[1] &= ties_matter;
     if (count < 16) {
@@ -175,8 +169,8 @@ FD_AVX2 static inline void decide8(const __m256i x[4], uint32_t t_hi, uint64_t t
         tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
     }
     memcpy(out, keep, (size_t)(count < 16 ? count : 16));
-    fd_ties_add(ties, tied[0], i0);
-    fd_ties_add(ties, tied[1], i0 + 64);
+    tie_count = fd_ties_add(ties, tie_count, tied[0], i0);
+    return fd_ties_add(ties, tie_count, tied[1], i0 + 64);
 }
 
 /* Whole steps of FD_PHILOX_GROUPS groups (16 bytes of decisions each), then the last bytes one
@@ -189,32 +183,35 @@ FD_AVX2 static void decide_avx2(const fd_params *p, uint64_t j0, uint64_t nbytes
     philox8_keys_init(&keys, p->seed);
     const uint32_t t_hi = p->threshold >> 24;
     const uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
-    fd_ties ties;
-    ties.count = 0;
+    uint32_t ties[FD_TIES_MAX + FD_TIES_PAD], tie_count = 0;
     uint64_t first = p->start + j0 / 16;
     const uint64_t step = 16 * FD_PHILOX_GROUPS;
     fd_prefetch_plan(ahead, nbytes / step + (nbytes % step + 15) / 16);
     uint64_t b = 0;
     for (; b + step <= nbytes; b += step) {
         fd_prefetch_step(ahead);
-        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
-            resolve_avx2(p, &keys, j0, &ties, bits);
+        if (tie_count > FD_TIES_MAX - FD_TIES_STEP) {
+            resolve_avx2(p, &keys, j0, ties, tie_count, bits);
+            tie_count = 0;
+        }
         __m256i x[FD_PHILOX_GROUPS][4];
         philox8_groups(&keys, first + b / 2, p->subsequence, FD_PHILOX_GROUPS, x);
         for (int g = 0; g < FD_PHILOX_GROUPS; g++)
-            decide8(x[g], t_hi, ties_matter, bits + b + 16 * g, 16, &ties,
-                    (uint32_t)(8 * (b + 16 * g)));
+            tie_count = decide8(x[g], t_hi, ties_matter, bits + b + 16 * g, 16, ties, tie_count,
+                                (uint32_t)(8 * (b + 16 * g)));
     }
     for (; b < nbytes; b += 16) {
         fd_prefetch_step(ahead);
-        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
-            resolve_avx2(p, &keys, j0, &ties, bits);
+        if (tie_count > FD_TIES_MAX - FD_TIES_STEP) {
+            resolve_avx2(p, &keys, j0, ties, tie_count, bits);
+            tie_count = 0;
+        }
         __m256i x[1][4];
         philox8_groups(&keys, first + b / 2, p->subsequence, 1, x);
-        decide8(x[0], t_hi, ties_matter, bits + b, nbytes - b < 16 ? nbytes - b : 16, &ties,
-                (uint32_t)(8 * b));
+        tie_count = decide8(x[0], t_hi, ties_matter, bits + b, nbytes - b < 16 ? nbytes - b : 16,
+                            ties, tie_count, (uint32_t)(8 * b));
     }
-    resolve_avx2(p, &keys, j0, &ties, bits);
+    resolve_avx2(p, &keys, j0, ties, tie_count, bits);
 }
 
 /* The keep masks of the bodies come from the decision bits by one variable shift each: a word of

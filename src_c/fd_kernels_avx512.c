@@ -91,12 +91,14 @@ FD_AVX512 static inline void counter_lanes(uint64_t first, uint64_t subsequence,
 }
 
 /* The decisions of eight blocks (a, b as philox_lanes leaves them) into out[0..15] and their
- * ties into the list, decision i0 + i being bit i % 8 of out[i / 8]; only the first `count`
- * bytes are written and only their ties listed (count < 16 at the end of a call).  Two permutes
+ * ties appended to the list ties[0 .. tie_count - 1], decision i0 + i being bit i % 8 of
+ * out[i / 8]; returns the new tie count.  Only the first `count` bytes are written and only
+ * their ties listed (count < 16 at the end of a call).  Two permutes
  * put the blocks' bytes in decision order, four blocks per vector, so that each compare's mask
  * is 64 decisions in order. */
-FD_AVX512 static inline void decide_lanes(__m512i a, __m512i b, __m512i t_hi, uint64_t ties_matter,
-                                          uint8_t *out, uint64_t count, fd_ties *ties, uint32_t i0)
+FD_AVX512 static inline uint32_t decide_lanes(__m512i a, __m512i b, __m512i t_hi,
+                                              uint64_t ties_matter, uint8_t *out, uint64_t count,
+                                              uint32_t *ties, uint32_t tie_count, uint32_t i0)
 {
     const __m512i blocks_0_3 = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
     const __m512i blocks_4_7 = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
@@ -110,48 +112,76 @@ FD_AVX512 static inline void decide_lanes(__m512i a, __m512i b, __m512i t_hi, ui
         tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
     }
     memcpy(out, keep, (size_t)(count < 16 ? count : 16));
-    fd_ties_add(ties, tied[0], i0);
-    fd_ties_add(ties, tied[1], i0 + 64);
+    tie_count = fd_ties_add(ties, tie_count, tied[0], i0);
+    return fd_ties_add(ties, tie_count, tied[1], i0 + 64);
 }
 
-/* Decides the listed ties, sixteen refinement blocks at a time (the list is padded with copies
- * of its last tie, which patch the same bit again), and empties the list. */
-FD_AVX512 static void resolve_avx512(const fd_params *p, const philox_lane_keys *keys,
-                                     uint64_t j0, fd_ties *ties, uint8_t *bits)
+/* The refinement words of eight ties at once (see resolve_avx512). */
+typedef struct tie_lanes {
+    __m512i i, a, b;
+} tie_lanes;
+
+/* Counters of the refinement blocks of ties[0..7] (j - j0 each): block low + i / 4 of
+ * subsequence high, carrying into high. */
+FD_AVX512 static inline tie_lanes tie_counters(const uint32_t *ties, __m512i low, __m512i high)
 {
-    uint32_t n = ties->count;
+    tie_lanes t;
+    t.i = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)ties));
+    t.a = _mm512_add_epi64(low, _mm512_srli_epi64(t.i, 2));
+    t.b = _mm512_mask_add_epi64(high, _mm512_cmplt_epu64_mask(t.a, low), high,
+                                _mm512_set1_epi64(1));
+    return t;
+}
+
+/* Patches ties[0..7] from their refinement blocks' words: word i % 4 (2 and 3 in b, the odd
+ * ones in the high halves), its low 24 bits against T_lo. */
+FD_AVX512 static inline void tie_patch(const tie_lanes *t, const uint32_t *ties, __m512i t_lo,
+                                       uint8_t *bits)
+{
+    const __m512i one = _mm512_set1_epi64(1);
+    __mmask8 in_b = _mm512_test_epi64_mask(t->i, _mm512_set1_epi64(2));
+    __m512i pair = _mm512_mask_blend_epi64(in_b, t->a, t->b);
+    __m512i shift = _mm512_slli_epi64(_mm512_and_si512(t->i, one), 5);
+    __m512i g_d = _mm512_and_si512(_mm512_srlv_epi64(pair, shift), _mm512_set1_epi64(0xffffff));
+    unsigned keep = _mm512_cmplt_epu64_mask(g_d, t_lo);
+    for (uint32_t lane = 0; lane < 8; lane++)
+        fd_tie_keep(bits, ties[lane], (keep >> lane) & 1u);
+}
+
+/* Decides the listed ties, decisions j0 + ties[k] for k < n, from their refinement words, eight
+ * refinement blocks per vector and two vectors interleaved while at least sixteen remain.  The
+ * list is padded to a multiple of eight with copies of its last tie, which patch the same bit
+ * again: every lane is patched, without a bound check whose exit a branch predictor would
+ * miss. */
+FD_AVX512 static void resolve_avx512(const fd_params *p, const philox_lane_keys *keys,
+                                     uint64_t j0, uint32_t *ties, uint32_t n, uint8_t *bits)
+{
     if (n == 0)
         return;
-    for (uint32_t k = n; k < n + 15; k++)
-        ties->at[k] = ties->at[n - 1];
+    for (uint32_t k = n; k % 8; k++)
+        ties[k] = ties[n - 1];
     uint64_t low, high;
     fd_refinement_counter(p, j0, &low, &high);
     const __m512i base_low = _mm512_set1_epi64((long long)low);
     const __m512i base_high = _mm512_set1_epi64((long long)high);
-    const __m512i one = _mm512_set1_epi64(1);
-    const __m512i low_24 = _mm512_set1_epi64(0xffffff);
     const __m512i t_lo = _mm512_set1_epi64((long long)(p->threshold & 0xffffffu));
-    for (uint32_t k = 0; k < n; k += 16) {
-        __m512i i[2], a[2], b[2];
-        for (int g = 0; g < 2; g++) {
-            i[g] = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(ties->at + k + 8 * g)));
-            a[g] = _mm512_add_epi64(base_low, _mm512_srli_epi64(i[g], 2));
-            __mmask8 carry = _mm512_cmplt_epu64_mask(a[g], base_low);
-            b[g] = _mm512_mask_add_epi64(base_high, carry, base_high, one);
-        }
+    uint32_t k = 0;
+    for (; k + 8 < n; k += 16) {
+        tie_lanes t[2] = {tie_counters(ties + k, base_low, base_high),
+                          tie_counters(ties + k + 8, base_low, base_high)};
+        __m512i a[2] = {t[0].a, t[1].a}, b[2] = {t[0].b, t[1].b};
         philox_lanes(keys, 2, a, b);
         for (int g = 0; g < 2; g++) {
-            /* word i % 4: words 2 and 3 are in b, odd words in the high halves */
-            __mmask8 in_b = _mm512_test_epi64_mask(i[g], _mm512_set1_epi64(2));
-            __m512i pair = _mm512_mask_blend_epi64(in_b, a[g], b[g]);
-            __m512i shift = _mm512_slli_epi64(_mm512_and_si512(i[g], one), 5);
-            __m512i g_d = _mm512_and_si512(_mm512_srlv_epi64(pair, shift), low_24);
-            unsigned keep = _mm512_cmplt_epu64_mask(g_d, t_lo);
-            for (uint32_t lane = 0; lane < 8 && k + 8 * g + lane < n; lane++)
-                fd_tie_keep(bits, ties->at[k + 8 * g + lane], (keep >> lane) & 1u);
+            t[g].a = a[g];
+            t[g].b = b[g];
+            tie_patch(&t[g], ties + k + 8 * g, t_lo, bits);
         }
     }
-    ties->count = 0;
+    if (k < n) {
+        tie_lanes t = tie_counters(ties + k, base_low, base_high);
+        philox_lanes(keys, 1, &t.a, &t.b);
+        tie_patch(&t, ties + k, t_lo, bits);
+    }
 }
 
 /* Whole steps of FD_AVX512_GROUPS groups (16 bytes of decisions each), then the last bytes one
@@ -164,34 +194,38 @@ FD_AVX512 static void decide_avx512(const fd_params *p, uint64_t j0, uint64_t nb
     philox_lane_keys_init(&keys, p->seed);
     const __m512i t_hi = _mm512_set1_epi8((char)(p->threshold >> 24));
     const uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
-    fd_ties ties;
-    ties.count = 0;
+    uint32_t ties[FD_TIES_MAX + FD_TIES_PAD], tie_count = 0;
     uint64_t first = p->start + j0 / 16;
     const uint64_t step = 16 * FD_AVX512_GROUPS;
     fd_prefetch_plan(ahead, nbytes / step + (nbytes % step + 15) / 16);
     uint64_t b = 0;
     for (; b + step <= nbytes; b += step) {
         fd_prefetch_step(ahead);
-        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
-            resolve_avx512(p, &keys, j0, &ties, bits);
+        if (tie_count > FD_TIES_MAX - FD_TIES_STEP) {
+            resolve_avx512(p, &keys, j0, ties, tie_count, bits);
+            tie_count = 0;
+        }
         __m512i x[FD_AVX512_GROUPS], y[FD_AVX512_GROUPS];
         counter_lanes(first + b / 2, p->subsequence, FD_AVX512_GROUPS, x, y);
         philox_lanes(&keys, FD_AVX512_GROUPS, x, y);
         for (int g = 0; g < FD_AVX512_GROUPS; g++)
-            decide_lanes(x[g], y[g], t_hi, ties_matter, bits + b + 16 * g, 16, &ties,
-                         (uint32_t)(8 * (b + 16 * g)));
+            tie_count = decide_lanes(x[g], y[g], t_hi, ties_matter, bits + b + 16 * g, 16, ties,
+                                     tie_count, (uint32_t)(8 * (b + 16 * g)));
     }
     for (; b < nbytes; b += 16) {
         fd_prefetch_step(ahead);
-        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
-            resolve_avx512(p, &keys, j0, &ties, bits);
+        if (tie_count > FD_TIES_MAX - FD_TIES_STEP) {
+            resolve_avx512(p, &keys, j0, ties, tie_count, bits);
+            tie_count = 0;
+        }
         __m512i x[1], y[1];
         counter_lanes(first + b / 2, p->subsequence, 1, x, y);
         philox_lanes(&keys, 1, x, y);
-        decide_lanes(x[0], y[0], t_hi, ties_matter, bits + b, nbytes - b < 16 ? nbytes - b : 16,
-                     &ties, (uint32_t)(8 * b));
+        tie_count = decide_lanes(x[0], y[0], t_hi, ties_matter, bits + b,
+                                 nbytes - b < 16 ? nbytes - b : 16, ties, tie_count,
+                                 (uint32_t)(8 * b));
     }
-    resolve_avx512(p, &keys, j0, &ties, bits);
+    resolve_avx512(p, &keys, j0, ties, tie_count, bits);
 }
 
 /* Sixteen elements to and from float32 lanes, for each storage type computed in float32. */

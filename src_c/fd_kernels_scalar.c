@@ -4,21 +4,20 @@
 #include "fd_kernels.h"
 #include "fd_philox.h"
 
-/* Decides the listed ties of decisions j0 + ties->at[k] from their refinement words, one
- * block each, and empties the list. */
-static void resolve_scalar(const fd_params *p, uint64_t j0, fd_ties *ties, uint8_t *bits)
+/* Decides the listed ties, decisions j0 + at[k], from their refinement words, one block each. */
+static void resolve_scalar(const fd_params *p, uint64_t j0, const uint32_t *at, uint32_t count,
+                           uint8_t *bits)
 {
     fd_philox_key key = fd_philox_key_from_seed(p->seed);
     uint64_t low, high;
     fd_refinement_counter(p, j0, &low, &high);
-    for (uint32_t k = 0; k < ties->count; k++) {
-        uint32_t i = ties->at[k];
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t i = at[k];
         uint64_t block = low + i / 4;
         uint32_t words[4];
         fd_philox_block(fd_philox_counter_make(block, high + (block < low)), key, words);
         fd_tie_keep(bits, i, fd_tie_keeps(p, words[i % 4]));
     }
-    ties->count = 0;
 }
 
 static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
@@ -27,14 +26,15 @@ static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint
     fd_philox_key key = fd_philox_key_from_seed(p->seed);
     uint32_t t_hi = p->threshold >> 24;
     uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
-    fd_ties ties;
-    ties.count = 0;
+    uint32_t ties[FD_TIES_MAX + FD_TIES_PAD], tie_count = 0;
     uint64_t nblocks = (nbytes + 1) / 2;
     fd_prefetch_plan(ahead, nblocks);
     for (uint64_t b = 0; b < nblocks; b++) {
         fd_prefetch_step(ahead);
-        if (ties.count > FD_TIES_MAX - FD_TIES_STEP)
-            resolve_scalar(p, j0, &ties, bits);
+        if (tie_count > FD_TIES_MAX - FD_TIES_STEP) {
+            resolve_scalar(p, j0, ties, tie_count, bits);
+            tie_count = 0;
+        }
         uint32_t words[4];
         fd_philox_block(fd_philox_counter_make(p->start + j0 / 16 + b, p->subsequence), key,
                         words);
@@ -51,9 +51,10 @@ static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint
         if (bytes == 2)
             bits[2 * b + 1] = (uint8_t)(keep >> 8);
         uint64_t in_range = bytes == 2 ? 0xffffu : 0xffu;
-        fd_ties_add(&ties, tied & in_range & ties_matter, (uint32_t)(16 * b));
+        tie_count = fd_ties_add(ties, tie_count, tied & in_range & ties_matter,
+                                (uint32_t)(16 * b));
     }
-    resolve_scalar(p, j0, &ties, bits);
+    resolve_scalar(p, j0, ties, tie_count, bits);
 }
 
 #define FD_DEFINE_SCALAR_BODY(suffix, storage, ctype)                                          \
