@@ -63,14 +63,11 @@ FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m25
  * Always inlined, so that each call's constant `groups` unrolls the loops. */
 #define FD_PHILOX_GROUPS 4
 
-FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
-    const philox8_keys *keys, uint64_t first, uint64_t subsequence, int groups,
-    __m256i x[][4])
+FD_AVX2 static inline __attribute__((always_inline)) void philox8_rounds(
+    const philox8_keys *keys, int groups, __m256i x[][4])
 {
     const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
     const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
-    for (int g = 0; g < groups; g++)
-        counters8(first + 8 * (uint64_t)g, subsequence, x[g]);
     FD_UNROLL(FD_PHILOX_ROUNDS)
     for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
         for (int g = 0; g < groups; g++) {
@@ -85,52 +82,87 @@ FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
     }
 }
 
-/* Decides the listed ties, decisions j0 + ties[k] for k < n, from their refinement words,
- * eight refinement blocks at a time.  The list is padded to a multiple of eight with copies of
- * its last tie, which patch the same bit again: every lane is patched, without a bound check
- * whose exit a branch predictor would miss. */
+FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
+    const philox8_keys *keys, uint64_t first, uint64_t subsequence, int groups,
+    __m256i x[][4])
+{
+    for (int g = 0; g < groups; g++)
+        counters8(first + 8 * (uint64_t)g, subsequence, x[g]);
+    philox8_rounds(keys, groups, x);
+}
+
+/* Unsigned a < b in 32-bit lanes, as all ones where true. */
+FD_AVX2 static inline __m256i below32(__m256i a, __m256i b)
+{
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+    return _mm256_cmpgt_epi32(_mm256_xor_si256(b, sign), _mm256_xor_si256(a, sign));
+}
+
+/* Counter words of the refinement blocks of ties[0..7] (j - j0 each): block low + i / 4 of
+ * subsequence high, each carry taken through the four words.  The list is read by a gather,
+ * element by element: its entries were just stored one at a time, and a vector load of them
+ * would wait for all those stores to reach the cache. */
+FD_AVX2 static inline __m256i tie_counters8(const uint32_t *ties, uint64_t low, uint64_t high,
+                                            __m256i c[4])
+{
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i i = _mm256_i32gather_epi32((const int *)ties, lanes, 4);
+    __m256i base = _mm256_set1_epi32((int)(uint32_t)low);
+    c[0] = _mm256_add_epi32(base, _mm256_srli_epi32(i, 2));
+    __m256i carry = below32(c[0], base); /* all ones where the low word wrapped */
+    c[1] = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)(low >> 32)), carry);
+    carry = _mm256_and_si256(carry, _mm256_cmpeq_epi32(c[1], _mm256_setzero_si256()));
+    c[2] = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)high), carry);
+    carry = _mm256_and_si256(carry, _mm256_cmpeq_epi32(c[2], _mm256_setzero_si256()));
+    c[3] = _mm256_sub_epi32(_mm256_set1_epi32((int)(uint32_t)(high >> 32)), carry);
+    return i;
+}
+
+/* Patches ties[0..7] (positions i) from their refinement blocks' words x: word i % 4, its low
+ * 24 bits against T_lo (a signed compare is exact below 2**24). */
+FD_AVX2 static inline void tie_patch8(const __m256i x[4], __m256i i, const uint32_t *ties,
+                                      __m256i t_lo, uint8_t *bits)
+{
+    __m256 odd = _mm256_castsi256_ps(_mm256_slli_epi32(i, 31));
+    __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(i, 30));
+    __m256 low_pair = _mm256_blendv_ps(_mm256_castsi256_ps(x[0]), _mm256_castsi256_ps(x[1]), odd);
+    __m256 high_pair = _mm256_blendv_ps(_mm256_castsi256_ps(x[2]), _mm256_castsi256_ps(x[3]), odd);
+    __m256i word = _mm256_castps_si256(_mm256_blendv_ps(low_pair, high_pair, upper));
+    __m256i g_d = _mm256_and_si256(word, _mm256_set1_epi32(0xffffff));
+    unsigned keep = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t_lo, g_d)));
+    for (uint32_t lane = 0; lane < 8; lane++)
+        fd_tie_keep(bits, ties[lane], (keep >> lane) & 1u);
+}
+
+/* Decides the listed ties, decisions j0 + ties[k] for k < n, from their refinement words, eight
+ * refinement blocks per vector and two vectors interleaved while at least sixteen remain.  The
+ * list is padded to a multiple of eight with copies of its last tie, which patch the same bit
+ * again: every lane is patched, without a bound check whose exit a branch predictor would
+ * miss. */
 FD_AVX2 static void resolve_avx2(const fd_params *p, const philox8_keys *keys, uint64_t j0,
                                  uint32_t *ties, uint32_t n, uint8_t *bits)
 {
     if (n == 0)
         return;
-    for (uint32_t k = n; k < n + 7; k++)
+    for (uint32_t k = n; k % 8; k++)
         ties[k] = ties[n - 1];
     uint64_t low, high;
     fd_refinement_counter(p, j0, &low, &high);
-    const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
-    const __m256i m1 = _mm256_set1_epi32((int)FD_PHILOX_M1);
-    for (uint32_t k = 0; k < n; k += 8) {
-        const uint32_t *at = ties + k;
-        /* Counters lane by lane: eight scalar additions cost less than the 64-bit carry logic
-         * in 32-bit lanes, for lists this short. */
-        uint32_t c[4][8];
-        for (int lane = 0; lane < 8; lane++) {
-            uint64_t block = low + at[lane] / 4;
-            uint64_t block_high = high + (block < low);
-            c[0][lane] = (uint32_t)block;
-            c[1][lane] = (uint32_t)(block >> 32);
-            c[2][lane] = (uint32_t)block_high;
-            c[3][lane] = (uint32_t)(block_high >> 32);
-        }
-        __m256i x[4];
-        for (int w = 0; w < 4; w++)
-            x[w] = _mm256_loadu_si256((const __m256i *)c[w]);
-        FD_UNROLL(FD_PHILOX_ROUNDS)
-        for (int r = 0; r < FD_PHILOX_ROUNDS; r++) {
-            __m256i hi0, lo0, hi1, lo1;
-            mulhilo8(m0, x[0], &hi0, &lo0);
-            mulhilo8(m1, x[2], &hi1, &lo1);
-            x[0] = _mm256_xor_si256(_mm256_xor_si256(hi1, x[1]), keys->k0[r]);
-            x[1] = lo1;
-            x[2] = _mm256_xor_si256(_mm256_xor_si256(hi0, x[3]), keys->k1[r]);
-            x[3] = lo0;
-        }
-        uint32_t words[4][8];
-        for (int w = 0; w < 4; w++)
-            _mm256_storeu_si256((__m256i *)words[w], x[w]);
-        for (uint32_t lane = 0; lane < 8; lane++)
-            fd_tie_keep(bits, at[lane], fd_tie_keeps(p, words[at[lane] % 4][lane]));
+    const __m256i t_lo = _mm256_set1_epi32((int)(p->threshold & 0xffffffu));
+    uint32_t k = 0;
+    for (; k + 8 < n; k += 16) {
+        __m256i x[2][4];
+        __m256i i[2] = {tie_counters8(ties + k, low, high, x[0]),
+                        tie_counters8(ties + k + 8, low, high, x[1])};
+        philox8_rounds(keys, 2, x);
+        tie_patch8(x[0], i[0], ties + k, t_lo, bits);
+        tie_patch8(x[1], i[1], ties + k + 8, t_lo, bits);
+    }
+    if (k < n) {
+        __m256i x[1][4];
+        __m256i i = tie_counters8(ties + k, low, high, x[0]);
+        philox8_rounds(keys, 1, x);
+        tie_patch8(x[0], i, ties + k, t_lo, bits);
     }
 }
 
