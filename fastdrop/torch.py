@@ -47,7 +47,7 @@ import torch.autograd.forward_ad as _forward_ad
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
 from fastdrop._core import DropoutMask, Stream
-from fastdrop._stream import check_seed, check_subsequence
+from fastdrop._stream import SUBSEQUENCE_LIMIT, check_seed, check_subsequence
 
 __all__ = [
     "AlphaDropout",
@@ -262,6 +262,10 @@ def set_cache_limit(nbytes: int) -> int:
 # The kernels: the operators' implementations
 # ---------------------------------------------------------------------------------------------
 
+# A key is two int64 words, (low, high) 32 bits of the seed: what torch.randint draws cleanly.
+_KEY_WORD_LIMIT = 2**32
+_MODES = ("inverted", "alpha")  # those of fastdrop's modes that PyTorch has
+
 def _as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """The tensor of `dtype` sharing the memory of `array`, an output from `_output_like`.
 
@@ -284,58 +288,76 @@ def _empty_like(tensor: torch.Tensor, array: np.ndarray) -> Tuple[torch.Tensor, 
     return result, _as_numpy(result, "the result")
 
 
-def _check_key(shape: Tuple[int, ...], key: torch.Tensor) -> int:
+def _check_key(shape: torch.Size, key: torch.Tensor) -> int:
     """The number of leading axes of `shape` that `key` gives one key each (0 for one key for
     the whole tensor), or a clear error."""
-    if (key.dtype is not torch.int64 or key.dim() < 1 or key.shape[-1] != 2
-            or tuple(shape[:key.dim() - 1]) != tuple(key.shape[:-1])):
+    key_shape = key.shape
+    batch_ndim = len(key_shape) - 1
+    # (Tuples: comparing torch.Size objects goes through symbolic-shape code, microseconds.)
+    if (key.dtype is not torch.int64 or batch_ndim < 0 or key_shape[-1] != 2
+            or (batch_ndim and tuple(shape[:batch_ndim]) != tuple(key_shape[:-1]))):
         raise ValueError(
             f"key must be an int64 tensor of shape S + (2,), S a prefix of the input's shape "
-            f"{tuple(shape)}; got {key.dtype} of shape {tuple(key.shape)}")
-    return key.dim() - 1
+            f"{tuple(shape)}; got {key.dtype} of shape {tuple(key_shape)}")
+    return batch_ndim
 
 
-def _members(tensor: torch.Tensor, key: torch.Tensor) -> Tuple[List[Tuple[tuple, int]], int]:
+def _seeds(tensor: torch.Tensor, key: torch.Tensor) -> Tuple[List[Tuple[tuple, int]], int]:
     """((index, seed) of each member, the number of batch axes): the tensors tensor[index], each
-    masked with its own 64-bit seed, the key words (low, high) of SPEC §3."""
+    masked with its own 64-bit seed, whose key words (low, high) SPEC §3 defines."""
     batch_ndim = _check_key(tensor.shape, key)
-    words = key.reshape(-1, 2).tolist()
-    if any(not 0 <= word < _KEY_WORD_LIMIT for pair in words for word in pair):
-        raise ValueError("key words must be in [0, 2**32)")
-    seeds = [low | high << 32 for low, high in words]
-    return list(zip(np.ndindex(*key.shape[:-1]), seeds)), batch_ndim
-
-
-def _member(array: np.ndarray, index: tuple) -> np.ndarray:
-    """array[index] as an array (indexing a 0-d array by () would give a NumPy scalar)."""
-    return array[index] if index else array
+    if batch_ndim:
+        indices, pairs = list(np.ndindex(*key.shape[:-1])), key.reshape(-1, 2).tolist()
+    else:  # one key for the whole tensor: the common case, kept cheap
+        indices, pairs = [()], [key.tolist()]
+    seeds = [(index, low | high << 32) for index, (low, high) in zip(indices, pairs)
+             if 0 <= low < _KEY_WORD_LIMIT and 0 <= high < _KEY_WORD_LIMIT]
+    if len(seeds) != len(pairs):
+        raise ValueError(f"key words must be in [0, 2**32), got {key.tolist()}")
+    return seeds, batch_ndim
 
 
 def _kernel(forward: bool, tensor: torch.Tensor, key: torch.Tensor, p: float, mode: str,
-            shared_axes: List[int], subsequence: int, inplace: bool = False) -> torch.Tensor:
+            shared_axes: List[int], subsequence: int, inplace: bool = False,
+            masks: Optional[List[Tuple[tuple, DropoutMask]]] = None) -> torch.Tensor:
     """The dropout (forward) or its gradient (not forward) of `tensor` under `key`: the work of
     the fastdrop::dropout and fastdrop::dropout_backward operators, into a new tensor or, when
-    `inplace`, into `tensor` itself."""
+    `inplace`, into `tensor` itself.
+
+    `masks` lets an eager autograd.Function skip regenerating what its forward knew: a forward
+    call appends (index, DropoutMask) of each member to it, and a gradient call given that
+    non-empty list takes the decisions' coordinates from it instead of decoding the key into
+    the very same masks.
+    """
     keep_prob = _keep_prob(p)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    members, batch_ndim = _members(tensor, key)
-    if any(axis < batch_ndim for axis in shared_axes):
-        raise ValueError(f"shared_axes {list(shared_axes)} include one of the {batch_ndim} "
-                         "leading axes that have keys of their own")
-    axes = tuple(axis - batch_ndim for axis in shared_axes)
     array = _as_numpy(tensor, "input" if forward else "grad")
+    if masks and not forward:
+        members = masks
+    else:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        members, batch_ndim = _seeds(tensor, key)
+        axes = tuple(shared_axes)
+        if batch_ndim:  # a member's axes: the same from the end, batch_ndim fewer from the start
+            axes = tuple(axis - batch_ndim if axis >= 0 else axis for axis in axes)
+            if any(axis < -tensor.dim() + batch_ndim for axis in axes):
+                raise ValueError(f"shared_axes {list(shared_axes)} include one of the "
+                                 f"{batch_ndim} leading axes that have keys of their own")
     result, out = (tensor, array) if inplace else _empty_like(tensor, array)
     if keep_prob == 0.0:  # p = 1: everything dropped, nothing to draw (the core refuses q = 0)
         out[...] = 0
         return result
-    for index, seed in members:
-        x, y = _member(array, index), _member(out, index)
+    for index, member in members:  # member: the seed, or the DropoutMask given in `masks`
+        # (A 0-d array indexed by () would give a NumPy scalar.)
+        x, y = (array[index], out[index]) if index else (array, out)
         if forward:
-            fastdrop.dropout(x, keep_prob, mode=mode, shared_axes=axes,
-                             stream=Stream(seed, subsequence), out=y)
+            _, mask = fastdrop.dropout(x, keep_prob, mode=mode, shared_axes=axes,
+                                       stream=Stream(member, subsequence), out=y)
+            if masks is not None:
+                masks.append((index, mask))
         else:
-            mask = DropoutMask(x.shape, axes, keep_prob, mode, True, seed, subsequence, 0)
+            mask = member if masks else DropoutMask(x.shape, axes, keep_prob, mode, True, member,
+                                                    subsequence, 0)
             fastdrop.dropout_backward(x, mask, out=y)
     return result
 
@@ -354,8 +376,6 @@ def _backward_kernel(grad: torch.Tensor, key: torch.Tensor, p: float, mode: str,
 # The operators
 # ---------------------------------------------------------------------------------------------
 
-_KEY_WORD_LIMIT = 2**32
-_MODES = ("inverted", "alpha")
 _SIGNATURE = ("(Tensor {0}, Tensor key, float p, str mode, int[] shared_axes, int subsequence) "
               "-> Tensor")
 
@@ -382,12 +402,11 @@ def _fake(tensor: torch.Tensor, key: torch.Tensor, p: float, mode: str, shared_a
     return torch.empty_like(tensor)
 
 
-def _save_key(ctx, inputs, output) -> None:
+def _operator_setup_context(ctx, inputs, output) -> None:
     """What the gradient needs: the key (two int64 words) and the other arguments, nothing of the
     input's size."""
-    _, key, *arguments = inputs
-    ctx.save_for_backward(key)
-    ctx.arguments = arguments
+    ctx.save_for_backward(inputs[1])
+    ctx.arguments = tuple(inputs[2:])
 
 
 def _operator_backward(ctx, grad: torch.Tensor):
@@ -395,14 +414,15 @@ def _operator_backward(ctx, grad: torch.Tensor):
     return (_dropout_backward_op(grad, key, *ctx.arguments),) + (None,) * 5
 
 
-def _batched(call, in_dims, tensor: torch.Tensor, key: torch.Tensor, p: float, mode: str,
-             shared_axes: List[int], subsequence: int):
-    """The vmap rule of both operators, with `call` the operator one level down.
+def _batched(in_dims, tensor: torch.Tensor, key: torch.Tensor,
+             shared_axes: List[int]) -> Tuple[torch.Tensor, torch.Tensor, List[int], int]:
+    """Both operators' vmap rule: (tensor, key, shared_axes) to call the operator with one level
+    down, and the batch axis of its result.
 
     A batched key (randomness="different") gives each member its own: the batch axis goes
     first in the tensor and the key.  An unbatched key (randomness="same", or an explicit seed)
     gives every member the same mask: the batch axis goes just after the axes the key already
-    covers, and the mask is shared along it.  Returns (result, the result's batch axis).
+    covers, and the mask is shared along it.
     """
     tensor_dim, key_dim = in_dims[0], in_dims[1]
     if key_dim is not None:
@@ -415,13 +435,18 @@ def _batched(call, in_dims, tensor: torch.Tensor, key: torch.Tensor, p: float, m
         tensor = tensor.movedim(tensor_dim, where)
         added = [where]
     axes = sorted([axis + 1 if axis >= where else axis for axis in shared_axes] + added)
-    return call(tensor, key, p, mode, axes, subsequence), where
+    return tensor, key, axes, where
+
+
+def _operator_vmap(op, info, in_dims, tensor, key, p, mode, shared_axes, subsequence):
+    tensor, key, axes, where = _batched(in_dims, tensor, key, shared_axes)
+    return op(tensor, key, p, mode, axes, subsequence), where
 
 
 for _op in (_dropout_op, _dropout_backward_op):
     _op.register_fake(_fake)
-    _op.register_autograd(_operator_backward, setup_context=_save_key)
-    _op.register_vmap(functools.partial(_batched, _op))
+    _op.register_autograd(_operator_backward, setup_context=_operator_setup_context)
+    _op.register_vmap(functools.partial(_operator_vmap, _op))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,101 +463,127 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _PLAIN_KEYS = functools.reduce(operator.or_, (torch._C.DispatchKeySet(key) for key in (
     torch._C.DispatchKey.CPU, torch._C.DispatchKey.ADInplaceOrView,
     torch._C.DispatchKey.AutogradCPU, torch._C.DispatchKey.AutocastCPU)))
+_PLAIN_KEYS_RAW = _PLAIN_KEYS.raw_repr()
 
 
-def _traced(tensor: torch.Tensor) -> bool:
-    """Whether a tracer (torch.compile, torch.export, torch.jit.trace, make_fx) or a tensor
-    subclass must see the call as the registered operator."""
+_OPERATOR, _TRANSFORMED, _AUTOGRAD, _KERNEL = "operator", "transformed", "autograd", "kernel"
+
+
+def _route(tensor: torch.Tensor) -> str:
+    """How a call on `tensor` is computed, every route giving the same bits:
+
+    - `_OPERATOR`, the registered operator, when a tracer (torch.compile, torch.export,
+      torch.jit.trace, make_fx) or a tensor subclass must see the call, or when the kernels
+      cannot read the tensor's memory directly and nothing records the call;
+    - `_TRANSFORMED`, the operator's eager autograd.Function through torch's Function.apply,
+      under a torch.func transform (or for a tensor the kernels cannot read that autograd
+      records): the Function's vmap rule and derivatives serve the transforms;
+    - `_AUTOGRAD`, the same Function applied directly, when autograd (backward or forward
+      mode) records the call;
+    - `_KERNEL`, the operator's own implementation, called straight, otherwise.
+
+    Calling the registered operator costs tens of microseconds of dispatch, torch's
+    Function.apply twenty-five (it binds the arguments with inspect.signature, which only the
+    transforms need); the routes share the kernels and the formulas.
+    """
     # is_compiling first: TorchDynamo evaluates it as a constant and never traces the rest.
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or type(tensor) not in _PLAIN_TYPES or torch._C._len_torch_dispatch_stack() > 0)
-
-
-def _recorded(tensor: torch.Tensor) -> bool:
-    """Whether autograd must record the call (backward, forward-mode AD) or a torch.func
-    transform sees it."""
-    return ((torch.is_grad_enabled() and tensor.requires_grad)
-            or torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0)
+    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or type(tensor) not in _PLAIN_TYPES or torch._C._len_torch_dispatch_stack()):
+        return _OPERATOR
+    if torch._C._are_functorch_transforms_active():
+        return _TRANSFORMED
+    readable = _readable(tensor)
+    if (torch.is_grad_enabled() and tensor.requires_grad) or _forward_ad._current_level >= 0:
+        return _AUTOGRAD if readable else _TRANSFORMED
+    return _KERNEL if readable else _OPERATOR
 
 
 def _readable(tensor: torch.Tensor) -> bool:
     """Whether the kernels may read `tensor`'s memory directly (see `_PLAIN_KEYS`)."""
-    return (torch._C._dispatch_keys(tensor) | _PLAIN_KEYS) == _PLAIN_KEYS
+    return torch._C._dispatch_keys(tensor).raw_repr() | _PLAIN_KEYS_RAW == _PLAIN_KEYS_RAW
 
 
-def _run(op, kernel, tensor: torch.Tensor, *arguments) -> torch.Tensor:
-    """The operator's result, from its kernel straight when it may read the tensor."""
-    if _readable(tensor):
-        return kernel(tensor, *arguments)
-    return op(tensor, *arguments)
+def _call(function, op, kernel, tensor: torch.Tensor, key: torch.Tensor, arguments: tuple,
+          masks: Optional[list] = None) -> torch.Tensor:
+    """op(tensor, key, *arguments) by the route `_route` chooses; `function` is the
+    operator's eager autograd.Function, `kernel` its implementation, `masks` as `_kernel`
+    takes them (the eager routes only)."""
+    route = _route(tensor)
+    if route is _KERNEL:
+        return kernel(tensor, key, *arguments, masks=masks)
+    # The arguments after the key go to the Function as one tuple: a microsecond saved for each.
+    if route is _AUTOGRAD:
+        return function.apply_directly(tensor, key, arguments, [] if masks is None else masks)
+    if route is _TRANSFORMED:
+        return function.apply(tensor, key, arguments, None)
+    return op(tensor, key, *arguments)
 
 
-def _call(function, op, kernel, tensor: torch.Tensor, *arguments) -> torch.Tensor:
-    """The operator's result, by the cheapest route that every caller sees alike: the operator
-    itself under a tracer; in eager mode `function`, an autograd.Function with the operator's
-    backward, forward derivative and vmap rule, when autograd or a transform records the call;
-    else `kernel`, the operator's own implementation.  Calling the registered operator costs
-    tens of microseconds of dispatch; the routes share the kernels and the formulas, so they
-    give the same bits (tests/test_torch.py checks it)."""
-    if _traced(tensor):
-        return op(tensor, *arguments)
-    if _recorded(tensor):
-        return function.apply(tensor, *arguments)
-    return _run(op, kernel, tensor, *arguments)
+class _MaskFunction(torch.autograd.Function):
+    """What the eager Functions of both operators share: the key saved (nothing of the input's
+    size), and the derivative of a map linear and diagonal in the tensor (the gradient kernel
+    with the same key) both ways."""
 
-
-def _function_backward(ctx, grad: torch.Tensor):
-    (key,) = ctx.saved_tensors
-    return (_gradient(grad, key, *ctx.arguments),) + (None,) * 5
-
-
-def _function_jvp(ctx, tangent: torch.Tensor, *_):
-    (key,) = ctx.saved_tensors
-    return _gradient(tangent, key, *ctx.arguments)
-
-
-def _function_setup_context(ctx, inputs, output) -> None:
-    _save_key(ctx, inputs, output)
-    ctx.save_for_forward(inputs[1])
-
-
-class _Dropout(torch.autograd.Function):
-    """fastdrop::dropout in eager mode: the derivative (backward and forward-mode) is the
-    gradient kernel with the same key, the vmap rule `_batched`."""
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # The C implementation torch's Function.apply ends in, bound to the subclass.
+        cls.apply_directly = torch._C._FunctionBase.__dict__["apply"].__get__(None, cls)
 
     @staticmethod
-    def forward(input, key, p, mode, shared_axes, subsequence):
-        return _run(_dropout_op, _forward_kernel, input, key, p, mode, shared_axes, subsequence)
-
-    setup_context = staticmethod(_function_setup_context)
-    backward = staticmethod(_function_backward)
-    jvp = staticmethod(_function_jvp)
+    def setup_context(ctx, inputs, output) -> None:
+        _, key, ctx.arguments, ctx.masks = inputs
+        ctx.save_for_backward(key)
+        ctx.save_for_forward(key)
 
     @staticmethod
-    def vmap(info, in_dims, *arguments):
-        return _batched(_forward, in_dims, *arguments)
-
-
-class _Gradient(torch.autograd.Function):
-    """fastdrop::dropout_backward in eager mode: linear and diagonal in the gradient, so its
-    own derivative both ways, which makes dropout twice differentiable with nothing stored."""
+    def backward(ctx, grad: torch.Tensor):
+        (key,) = ctx.saved_tensors
+        return _gradient(grad, key, ctx.arguments, ctx.masks), None, None, None
 
     @staticmethod
-    def forward(grad, key, p, mode, shared_axes, subsequence):
-        return _run(_dropout_backward_op, _backward_kernel, grad, key, p, mode, shared_axes,
-                    subsequence)
+    def jvp(ctx, tangent: torch.Tensor, *_):
+        (key,) = ctx.saved_tensors
+        return _gradient(tangent, key, ctx.arguments, ctx.masks)
 
-    setup_context = staticmethod(_function_setup_context)
-    backward = staticmethod(_function_backward)
-    jvp = staticmethod(_function_jvp)
+
+def _function_vmap(call, in_dims, tensor, key, arguments, masks):
+    p, mode, shared_axes, subsequence = arguments
+    tensor, key, axes, where = _batched(in_dims, tensor, key, shared_axes)
+    return call(tensor, key, (p, mode, axes, subsequence)), where
+
+
+class _Dropout(_MaskFunction):
+    """fastdrop::dropout in eager mode."""
 
     @staticmethod
-    def vmap(info, in_dims, *arguments):
-        return _batched(_gradient, in_dims, *arguments)
+    def forward(input, key, arguments, masks):
+        if _readable(input):
+            return _kernel(True, input, key, *arguments, masks=masks)
+        return _dropout_op(input, key, *arguments)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _function_vmap(_forward, in_dims, *inputs)
 
 
-_forward = functools.partial(_call, _Dropout, _dropout_op, _forward_kernel)
-_gradient = functools.partial(_call, _Gradient, _dropout_backward_op, _backward_kernel)
+class _Gradient(_MaskFunction):
+    """fastdrop::dropout_backward in eager mode: its own derivative, which makes dropout
+    twice differentiable with nothing stored."""
+
+    @staticmethod
+    def forward(grad, key, arguments, masks):
+        if _readable(grad):
+            return _kernel(False, grad, key, *arguments, masks=masks)
+        return _dropout_backward_op(grad, key, *arguments)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _function_vmap(_gradient, in_dims, *inputs)
+
+
+_forward = functools.partial(_call, _Dropout, _dropout_op, functools.partial(_kernel, True))
+_gradient = functools.partial(_call, _Gradient, _dropout_backward_op,
+                              functools.partial(_kernel, False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,13 +595,6 @@ def _keep_prob(p: float) -> float:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     return 1.0 - float(p)
-
-
-def _check_served(input: torch.Tensor) -> None:
-    """A clear error for a tensor the kernels cannot train on."""
-    if (input.dtype not in _NUMPY_DTYPES or input.device.type != "cpu"
-            or input.layout is not torch.strided):
-        _refuse(input, "input")
 
 
 def _check_inplace(input: torch.Tensor) -> None:
@@ -582,7 +626,7 @@ def _key(seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Ten
     that torch.manual_seed, fork_rng, get/set_rng_state and checkpointing govern it, tracers
     record it and vmap batches it."""
     if seed is None:
-        return torch.randint(0, _KEY_WORD_LIMIT, (2,), dtype=torch.int64, generator=generator)
+        return torch.randint(_KEY_WORD_LIMIT, (2,), generator=generator)  # int64, as needed
     if generator is not None:
         raise ValueError("pass seed= or generator=, not both")
     seed = check_seed(seed)
@@ -593,22 +637,25 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
              shared_axes: Tuple[int, ...], seed: Optional[int], subsequence: int,
              generator: Optional[torch.Generator]) -> torch.Tensor:
     """Every variant's work: `mode` and `shared_axes` as for fastdrop.dropout."""
-    _keep_prob(p)
+    if not 0.0 <= p <= 1.0:
+        _keep_prob(p)  # PyTorch's error
     if not training or p == 0 or input.numel() == 0:
         # The input itself, as PyTorch returns it, whatever its device, dtype or wrapper.
         return input
-    _check_served(input)
-    subsequence = check_subsequence(subsequence)
+    if input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided:
+        _refuse(input, "input")
+    if type(subsequence) is not int or not 0 <= subsequence < SUBSEQUENCE_LIMIT:
+        subsequence = check_subsequence(subsequence)  # the error, or the int of an integer
     if inplace:
         _check_inplace(input)
     # p = 1 zeroes everything and, as in PyTorch, draws nothing: its key is never read.
     key = torch.zeros(2, dtype=torch.int64) if p == 1 else _key(seed, generator)
-    arguments = (key, float(p), mode, list(shared_axes), subsequence)
-    if inplace and not _traced(input) and not _recorded(input) and _readable(input):
-        _kernel(True, input, *arguments, inplace=True)
+    arguments = (float(p), mode, list(shared_axes), subsequence)
+    if inplace and _route(input) is _KERNEL:
+        _kernel(True, input, key, *arguments, inplace=True)
         torch.autograd.graph.increment_version(input)  # our write went through NumPy
         return input
-    output = _forward(input, *arguments)
+    output = _forward(input, key, arguments)
     return input.copy_(output) if inplace else output
 
 
@@ -870,7 +917,8 @@ class Dropout(_FastdropModule, torch.nn.Dropout):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return dropout(input, self.p, self.training, self.inplace, subsequence=self.subsequence)
+        return _dropout(input, self.p, self.training, self.inplace, "inverted", (), None,
+                        self.subsequence, None)
 
 
 class Dropout1d(_FastdropModule, torch.nn.Dropout1d):
