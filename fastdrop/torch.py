@@ -598,15 +598,22 @@ def _keep_prob(p: float) -> float:
 
 
 def _check_inplace(input: torch.Tensor) -> None:
-    """PyTorch's refusals of an in-place dropout, made before anything is drawn or written.
-    Where autograd records the call, the write goes through Tensor.copy_, which applies the
-    rest of PyTorch's in-place rules (views made under no_grad, outputs of unbind, ...)."""
+    """PyTorch's refusals of an in-place dropout, with its messages, made before anything is
+    drawn or written.  Where autograd records the call, the write goes through Tensor.copy_,
+    which applies the rest of PyTorch's in-place rules (views of unbind's outputs, ...)."""
     if input.is_inference() and not torch.is_inference_mode_enabled():
         raise RuntimeError(
             "Inplace update to inference tensor outside InferenceMode is not allowed.You can "
             "make a clone to get a normal tensor before doing inplace update.See "
             "https://github.com/pytorch/rfcs/pull/17 for more details.")
     if torch.is_grad_enabled() and input.requires_grad:
+        if input.is_leaf and input._is_view():  # only a view made under no_grad is both
+            raise RuntimeError(
+                "A view was created in no_grad mode and is being modified inplace with grad "
+                "mode enabled. Given that this use case is ambiguous and error-prone, it is "
+                "forbidden. You can clarify your code by moving both the view and the inplace "
+                "either both inside the no_grad block (if you don't want the inplace to be "
+                "tracked) or both outside (if you want the inplace to be tracked).")
         if input.is_leaf:
             raise RuntimeError(
                 "a leaf Variable that requires grad is being used in an in-place operation.")
@@ -651,7 +658,11 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
     # p = 1 zeroes everything and, as in PyTorch, draws nothing: its key is never read.
     key = torch.zeros(2, dtype=torch.int64) if p == 1 else _key(seed, generator)
     arguments = (float(p), mode, list(shared_axes), subsequence)
-    if inplace and _route(input) is _KERNEL:
+    # In place, the kernel writes into the input when nothing records the call and PyTorch has
+    # no rule left to apply (the rules for views concern grad mode); otherwise Tensor.copy_
+    # writes the output, applying them all.
+    if (inplace and _route(input) is _KERNEL
+            and not (torch.is_grad_enabled() and input._is_view())):
         _kernel(True, input, key, *arguments, inplace=True)
         torch.autograd.graph.increment_version(input)  # our write went through NumPy
         return input
