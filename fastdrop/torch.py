@@ -646,8 +646,9 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
     """Every variant's work: `mode` and `shared_axes` as for fastdrop.dropout."""
     if not 0.0 <= p <= 1.0:
         _keep_prob(p)  # PyTorch's error
-    if not training or p == 0 or input.numel() == 0:
-        # The input itself, as PyTorch returns it, whatever its device, dtype or wrapper.
+    # The input itself, as PyTorch returns it, whatever its device, dtype or wrapper.  (Under
+    # torch.jit.trace numel() is a traced value; a trace is specialised to its shapes anyway.)
+    if not training or p == 0 or (not torch.jit.is_tracing() and input.numel() == 0):
         return input
     if input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided:
         _refuse(input, "input")
