@@ -654,7 +654,7 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
         _refuse(input, "input")
     if type(subsequence) is not int or not 0 <= subsequence < SUBSEQUENCE_LIMIT:
         subsequence = check_subsequence(subsequence)  # the error, or the int of an integer
-    if inplace:
+    if inplace and not torch.compiler.is_compiling():  # (a compiler's trace runs copy_'s)
         _check_inplace(input)
     # p = 1 zeroes everything and, as in PyTorch, draws nothing: its key is never read.
     key = torch.zeros(2, dtype=torch.int64) if p == 1 else _key(seed, generator)

@@ -318,16 +318,16 @@ def test_fake_tensors_get_the_kernels_layout():
 # ---------------------------------------------------------------------------------------------
 
 class Block(torch.nn.Module):
-    """The modules and the functional forms in one small model."""
+    """The modules (one in place) and the functional forms in one small model."""
 
     def __init__(self):
         super().__init__()
         self.linear = torch.nn.Linear(12, 12)
-        self.dropout = fdt.Dropout(0.3)
+        self.dropout = fdt.Dropout(0.3, inplace=True)
         self.alpha = fdt.AlphaDropout(0.2)
 
     def forward(self, x):
-        h = self.dropout(torch.tanh(self.linear(x)))
+        h = torch.tanh(self.dropout(self.linear(x)))
         h = fdt.dropout2d(h.view(-1, 3, 2, 2), 0.25, self.training).view(-1, 12)
         return self.alpha(h)
 
