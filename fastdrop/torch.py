@@ -680,26 +680,10 @@ def _channel_axes(ndim: int, batched: bool) -> Tuple[int, ...]:
     return tuple(range(channel + 1, ndim))
 
 
-_SEEDING_PARAMETERS = """seed : int, optional
-        Stateless call: the 64-bit seed of the mask, drawn at block 0 of its stream, so the same
-        seed, shape and p always give the same mask (fastdrop.dropout's on the NumPy view).
-        Excludes `generator`.
-    subsequence : int, optional
-        The Philox subsequence, in [0, 2**63): e.g. the process rank in distributed training,
-        so that ranks seeded alike still draw independent masks.
-    generator : torch.Generator, optional
-        The CPU generator the seed is drawn from when `seed` is None; torch's default
-        generator when None, so ``torch.manual_seed`` and ``torch.random.fork_rng`` govern the
-        masks as they govern ``torch.nn.functional.dropout``'s."""
-
-
 def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
             *, seed: Optional[int] = None, subsequence: int = 0,
             generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    return _dropout(input, p, training, inplace, "inverted", (), seed, subsequence, generator)
-
-
-dropout.__doc__ = """Drop each element with probability `p` and scale the rest by 1 / (1 - p), as
+    """Drop each element with probability `p` and scale the rest by 1 / (1 - p), as
     ``torch.nn.functional.dropout``.
 
     A training call draws one 64-bit seed from torch's generator (one ``torch.randint`` call,
@@ -718,7 +702,17 @@ dropout.__doc__ = """Drop each element with probability `p` and scale the rest b
         False returns `input` itself, whatever its device and dtype; nothing is drawn.
     inplace : bool, optional
         Overwrite `input` and return it, under PyTorch's rules for in-place operations.
-    """ + _SEEDING_PARAMETERS + """
+    seed : int, optional
+        Stateless call: mask with this 64-bit seed, from block 0 of its Philox stream, so the
+        same seed, shape and p always give the same mask (fastdrop.dropout's on the NumPy
+        view) and nothing is drawn from torch's generator.  Excludes `generator`.
+    subsequence : int, optional
+        The Philox subsequence, in [0, 2**63): e.g. the process rank in distributed training,
+        so that ranks seeded alike still draw independent masks.
+    generator : torch.Generator, optional
+        The CPU generator the seed is drawn from when `seed` is None; torch's default
+        generator when None, so ``torch.manual_seed`` and ``torch.random.fork_rng`` govern the
+        masks as they govern ``torch.nn.functional.dropout``'s.
 
     Returns
     -------
@@ -730,9 +724,11 @@ dropout.__doc__ = """Drop each element with probability `p` and scale the rest b
     Raises
     ------
     ValueError
-        `p` outside [0, 1], `seed` outside [0, 2**64), or both `seed` and `generator`.
+        `p` outside [0, 1], `seed` outside [0, 2**64), `subsequence` outside [0, 2**63), or
+        both `seed` and `generator`.
     TypeError
-        In training, an unsupported dtype (integer, complex) or layout.
+        A `seed` or `subsequence` that is not an integer; in training, an unsupported dtype
+        (integer, complex) or layout.
     NotImplementedError
         In training, a tensor on a device other than the CPU (a RuntimeError, as in PyTorch).
 
@@ -750,6 +746,7 @@ dropout.__doc__ = """Drop each element with probability `p` and scale the rest b
     >>> fdt.dropout(x, 0.5, training=False) is x
     True
     """
+    return _dropout(input, p, training, inplace, "inverted", (), seed, subsequence, generator)
 
 
 def _warn_feature_rank(name: str, ndim: int, expected: Tuple[int, int], spatial: int) -> None:
