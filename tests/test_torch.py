@@ -2,7 +2,6 @@
 zero-copy tensors of every served dtype, the same masks as fastdrop.dropout, seeds from torch's
 generator, errors, and training under DistributedDataParallel.  Compilers, export, tracing,
 torch.func's transforms and checkpointing: test_torch_ops.py."""
-import copy
 import doctest
 import math
 import os
@@ -740,7 +739,7 @@ def test_bfloat16_without_ml_dtypes_says_what_is_missing(tmp_path):
     assert "ml_dtypes" in done.stdout and "torch.bfloat16" in done.stdout
 
 
-def test_docstring_examples(restore_default_stream):
+def test_docstring_examples():
     results = doctest.testmod(fdt)
     assert results.attempted > 0 and results.failed == 0
 

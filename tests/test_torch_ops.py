@@ -3,9 +3,7 @@
 (manual_seed, fork_rng, RNG state, checkpointing, deep copies), forward-mode AD, torch.func.vmap's
 randomness modes, torch.library.opcheck, torch.compile, torch.export and torch.jit."""
 import copy
-import io
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip(
