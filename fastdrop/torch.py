@@ -669,13 +669,18 @@ def _key(seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Ten
     """The Philox key of a training call: the words (low, high) of `seed`, or 64 random bits
     drawn from `generator` (torch's default CPU generator when None) by a torch operation, so
     that torch.manual_seed, fork_rng, get/set_rng_state and checkpointing govern it, tracers
-    record it and vmap batches it."""
-    if seed is None:
-        return torch.randint(_KEY_WORD_LIMIT, (2,), generator=generator)  # int64, as needed
+    record it and vmap batches it.
+
+    On the CPU whatever the default device (``torch.set_default_device``, ``with
+    torch.device(...)``): the kernels read it there, and only the CPU generator's state is the
+    one checkpointing restores for CPU inputs."""
+    if seed is None:  # int64, as needed
+        return torch.randint(_KEY_WORD_LIMIT, (2,), generator=generator, device="cpu")
     if generator is not None:
         raise ValueError("pass seed= or generator=, not both")
     seed = check_seed(seed)
-    return torch.tensor([seed & (_KEY_WORD_LIMIT - 1), seed >> 32], dtype=torch.int64)
+    return torch.tensor([seed & (_KEY_WORD_LIMIT - 1), seed >> 32], dtype=torch.int64,
+                        device="cpu")
 
 
 def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode: str,
@@ -695,7 +700,7 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
     if inplace and not torch.compiler.is_compiling():  # (a compiler's trace runs copy_'s)
         _check_inplace(input)
     # p = 1 zeroes everything and, as in PyTorch, draws nothing: its key is never read.
-    key = torch.zeros(2, dtype=torch.int64) if p == 1 else _key(seed, generator)
+    key = torch.zeros(2, dtype=torch.int64, device="cpu") if p == 1 else _key(seed, generator)
     arguments = (float(p), mode, list(shared_axes), subsequence)
     # In place, the kernel writes into the input when nothing records the call and PyTorch has
     # no rule left to apply (the rules for views concern grad mode); otherwise Tensor.copy_

@@ -141,6 +141,22 @@ def test_deep_copies_draw_independent_masks():
     assert torch.equal(twin(x), expected) and not torch.equal(twin(x), dropout(x))
 
 
+def test_a_default_device_elsewhere_leaves_the_key_on_the_cpu():
+    """Under ``with torch.device(...)`` (or torch.set_default_device) a CPU input is masked as
+    without it, as torch.nn.functional.dropout's is: the key is drawn from the CPU generator,
+    the one checkpointing restores for CPU inputs, not made on the default device."""
+    x = torch.randn(4, 25)
+    torch.manual_seed(3)
+    (seed,) = next_seeds()
+    with torch.device("meta"):
+        drawn = fdt.dropout(x, 0.5)
+        explicit = fdt.dropout(x, 0.5, seed=9)
+        zeroed = fdt.dropout(x, 1.0)
+    assert torch.equal(drawn, reference(x, 0.5, seed))
+    assert torch.equal(explicit, reference(x, 0.5, 9))
+    assert torch.equal(zeroed, torch.zeros_like(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # Forward-mode AD and torch.func
 # ---------------------------------------------------------------------------------------------
