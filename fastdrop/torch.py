@@ -511,11 +511,15 @@ def _route(tensor: torch.Tensor) -> str:
     """How a call on `tensor` is computed, every route giving the same bits:
 
     - `_OPERATOR`, the registered operator, when a tracer (torch.compile, torch.export,
-      torch.jit.trace, make_fx) or a tensor subclass must see the call, or when the kernels
-      cannot read the tensor's memory directly and nothing records the call;
+      torch.jit.trace, make_fx), torch.func.functionalize, a tensor subclass or a dispatch mode
+      must see the call, or when the kernels cannot read the tensor's memory directly and
+      nothing records the call;
     - `_TRANSFORMED`, the operator's eager autograd.Function through torch's Function.apply,
-      under a torch.func transform (or for a tensor the kernels cannot read that autograd
-      records): the Function's vmap rule and derivatives serve the transforms;
+      under the other torch.func transforms, or where the operator would be called but forward
+      mode AD records the call (torch.library registers no forward-mode formula: the operator
+      would drop the tangent), or for a tensor the kernels cannot read that autograd records:
+      the Function's vmap rule and derivatives serve the transforms, and its forward calls the
+      operator where the kernels cannot read the tensor;
     - `_AUTOGRAD`, the same Function applied directly, when autograd (backward or forward
       mode) records the call;
     - `_KERNEL`, the operator's own implementation, called straight, otherwise.
@@ -525,15 +529,32 @@ def _route(tensor: torch.Tensor) -> str:
     transforms need); the routes share the kernels and the formulas.
     """
     # is_compiling first: TorchDynamo evaluates it as a constant and never traces the rest.
-    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
-            or type(tensor) not in _PLAIN_TYPES or torch._C._len_torch_dispatch_stack()):
+    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
         return _OPERATOR
     if torch._C._are_functorch_transforms_active():
-        return _TRANSFORMED
+        return _transform_route()
+    forward_ad = _forward_ad._current_level >= 0
+    if type(tensor) not in _PLAIN_TYPES or torch._C._len_torch_dispatch_stack():
+        return _TRANSFORMED if forward_ad else _OPERATOR
     readable = _readable(tensor)
-    if (torch.is_grad_enabled() and tensor.requires_grad) or _forward_ad._current_level >= 0:
+    if (torch.is_grad_enabled() and tensor.requires_grad) or forward_ad:
         return _AUTOGRAD if readable else _TRANSFORMED
     return _KERNEL if readable else _OPERATOR
+
+
+def _transform_route() -> str:
+    """The route under torch.func transforms: the Function's, unless torch.func.functionalize is
+    among them, which has no rule for an autograd.Function (while the operator is functional).
+    Under functionalize and jvp both, the Function's all the same: torch's error, rather than
+    the operator's silently dropped tangent."""
+    transforms = {interpreter.key() for interpreter in torch._C._functorch.get_interpreter_stack()}
+    if _FUNCTIONALIZE in transforms and _JVP not in transforms:
+        return _OPERATOR
+    return _TRANSFORMED
+
+
+_FUNCTIONALIZE = torch._C._functorch.TransformType.Functionalize
+_JVP = torch._C._functorch.TransformType.Jvp
 
 
 def _readable(tensor: torch.Tensor) -> bool:

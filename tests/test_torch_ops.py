@@ -11,6 +11,7 @@ torch = pytest.importorskip(
                     "PyTorch adapter")
 
 import torch.autograd.forward_ad as fwAD  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.checkpoint import checkpoint  # noqa: E402
 
 import fastdrop  # noqa: E402
@@ -184,6 +185,46 @@ def test_forward_mode_ad_matches_finite_differences(function, kwargs):
     small = x[0, 0, 0]
     assert torch.equal(torch.func.jacfwd(f)(small.view(1, 1, 1, 4)),
                        torch.func.jacrev(f)(small.view(1, 1, 1, 4)))
+
+
+class PlainSubclass(torch.Tensor):
+    """A tensor subclass that only inherits torch's __torch_function__."""
+
+
+class PassThroughMode(TorchDispatchMode):
+    """A dispatch mode that runs every operation unchanged (as loggers and counters do)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def test_forward_mode_ad_through_subclasses_and_dispatch_modes():
+    """Where the call goes to the operator (a tensor subclass, a dispatch mode), forward-mode AD
+    still carries the tangent, masked and scaled as the primal is; torch.library gives the
+    operator no forward formula, and it dropped the tangent (None, or zeros under jvp)."""
+    x, tangent = torch.randn(4, 25, dtype=torch.float64), torch.randn(4, 25, dtype=torch.float64)
+    expected = fdt.dropout(tangent, 0.5, seed=7)
+    subclass = x.as_subclass(PlainSubclass)
+    with fwAD.dual_level():
+        out = fdt.dropout(fwAD.make_dual(subclass, tangent), 0.5, seed=7)
+        assert torch.equal(fwAD.unpack_dual(out).tangent, expected)
+        with PassThroughMode():
+            out = fdt.dropout(fwAD.make_dual(x, tangent), 0.5, seed=7)
+        assert torch.equal(fwAD.unpack_dual(out).tangent, expected)
+    _, jvp_out = torch.func.jvp(lambda t: fdt.dropout(t, 0.5, seed=7), (subclass,), (tangent,))
+    assert torch.equal(jvp_out, expected)
+
+
+def test_functionalize():
+    """torch.func.functionalize, which has no rule for autograd.Functions, gets the operator:
+    out of place and in place, the mask eager gives for the same torch seed."""
+    x = torch.randn(4, 25)
+    torch.manual_seed(4)
+    expected = fdt.dropout(x, 0.5)
+    for inplace in (False, True):
+        torch.manual_seed(4)
+        out = torch.func.functionalize(lambda t: fdt.dropout(t * 1, 0.5, inplace=inplace))(x)
+        assert torch.equal(out, expected)
 
 
 def test_vmap_randomness_error_refuses_as_pytorch_does():
