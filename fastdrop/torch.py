@@ -86,9 +86,9 @@ def _refuse(tensor: torch.Tensor, name: str) -> None:
             f"fastdrop.torch runs on CPU tensors only; {name} is on device "
             f"'{tensor.device}'. Move it with .cpu(), or use torch.nn.functional's dropout "
             "on that device")
-    if tensor.layout is not torch.strided:
-        raise TypeError(f"fastdrop.torch needs a strided (dense) tensor; {name} has layout "
-                        f"{tensor.layout}")
+    if tensor.layout is not torch.strided or tensor.is_nested:
+        layout = "is a nested tensor" if tensor.is_nested else f"has layout {tensor.layout}"
+        raise TypeError(f"fastdrop.torch needs a strided (dense) tensor; {name} {layout}")
     hint = (" (bfloat16 needs the ml_dtypes package: pip install \"fastdrop[bfloat16]\")"
             if tensor.dtype is torch.bfloat16 else "")
     raise TypeError(f"fastdrop.torch serves {_SERVED} tensors; {name} has dtype "
@@ -714,7 +714,8 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
     # torch.jit.trace numel() is a traced value; a trace is specialised to its shapes anyway.)
     if not training or p == 0 or (not torch.jit.is_tracing() and input.numel() == 0):
         return input
-    if input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided:
+    if (input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided
+            or input.is_nested):  # (a nested tensor's layout may be strided)
         _refuse(input, "input")
     if type(subsequence) is not int or not 0 <= subsequence < SUBSEQUENCE_LIMIT:
         subsequence = check_subsequence(subsequence)  # the error, or the int of an integer

@@ -716,8 +716,12 @@ def test_unsupported_tensors_get_clear_errors_in_training():
         with pytest.raises(TypeError, match=f"serves .*float32.*has dtype {tensor.dtype}"):
             fdt.dropout(tensor, 0.5)
         assert generator_moves(lambda: pytest.raises(TypeError, fdt.dropout, tensor, 0.5)) == 0
-    with pytest.raises(TypeError, match="strided"):
+    with pytest.raises(TypeError, match="strided.*has layout torch.sparse_coo"):
         fdt.dropout(torch.eye(3).to_sparse(), 0.5)
+    for layout in (torch.strided, torch.jagged):
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=layout)
+        with pytest.raises(TypeError, match="strided.*is a nested tensor"):
+            fdt.dropout(nested, 0.5)
 
 
 def test_evaluation_and_p_zero_return_any_tensor_itself():
