@@ -650,10 +650,19 @@ _gradient = functools.partial(_call, _Gradient, _dropout_backward_op,
 # ---------------------------------------------------------------------------------------------
 
 def _keep_prob(p: float) -> float:
-    """1 - p for p in [0, 1], with PyTorch's message otherwise (NaN included)."""
+    """1 - p for p in [0, 1], with PyTorch's message otherwise (NaN included), and an error in
+    PyTorch's terms for a 1 - p finer than the decisions' resolution, 2**-32, which the core
+    would report as its keep_prob."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    return 1.0 - float(p)
+    keep_prob = 1.0 - float(p)
+    if 0.0 < keep_prob < _KEEP_PROB_RESOLUTION:
+        raise ValueError(f"fastdrop.torch needs p = 1 or 1 - p at least 2**-32 (the resolution "
+                         f"of its decisions), got p = {p!r}")
+    return keep_prob
+
+
+_KEEP_PROB_RESOLUTION = 2.0**-32
 
 
 def _check_inplace(input: torch.Tensor) -> None:
@@ -709,7 +718,7 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
              generator: Optional[torch.Generator]) -> torch.Tensor:
     """Every variant's work: `mode` and `shared_axes` as for fastdrop.dropout."""
     if not 0.0 <= p <= 1.0:
-        _keep_prob(p)  # PyTorch's error
+        _keep_prob(p)  # PyTorch's error, in evaluation too
     # The input itself, as PyTorch returns it, whatever its device, dtype or wrapper.  (Under
     # torch.jit.trace numel() is a traced value; a trace is specialised to its shapes anyway.)
     if not training or p == 0 or (not torch.jit.is_tracing() and input.numel() == 0):
@@ -717,6 +726,7 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
     if (input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided
             or input.is_nested):  # (a nested tensor's layout may be strided)
         _refuse(input, "input")
+    _keep_prob(p)  # its errors before anything is drawn
     if type(subsequence) is not int or not 0 <= subsequence < SUBSEQUENCE_LIMIT:
         subsequence = check_subsequence(subsequence)  # the error, or the int of an integer
     if inplace and not torch.compiler.is_compiling():  # (a compiler's trace runs copy_'s)

@@ -219,6 +219,17 @@ def test_p_outside_0_1_is_refused(p):
         fdt.dropout(torch.ones(3), p)
 
 
+def test_p_closer_to_1_than_the_resolution_is_refused_in_pytorchs_terms():
+    """1 - p below 2**-32, which PyTorch takes, is refused naming p, not the core's keep_prob,
+    before the seed is drawn; in evaluation it is taken, as PyTorch does."""
+    p = 1 - 2**-40
+    x = torch.ones(3)
+    with pytest.raises(ValueError, match=r"p = 1 or 1 - p at least 2\*\*-32.*p = 0\.9999"):
+        fdt.dropout(x, p)
+    assert generator_moves(lambda: pytest.raises(ValueError, fdt.Dropout(p), x)) == 0
+    assert fdt.dropout(x, p, training=False) is x
+
+
 def test_seeds_subsequences_and_generators():
     """seed= gives a stateless mask, fastdrop's with that seed (with a subsequence,
     Stream(seed, subsequence)'s); subsequences give other masks; generator= draws from that
