@@ -506,6 +506,10 @@ _PLAIN_KEYS_RAW = _PLAIN_KEYS.raw_repr()
 
 _OPERATOR, _TRANSFORMED, _AUTOGRAD, _KERNEL = "operator", "transformed", "autograd", "kernel"
 
+# The torch.func transforms `_transform_route` tells apart.
+_FUNCTIONALIZE = torch._C._functorch.TransformType.Functionalize
+_JVP = torch._C._functorch.TransformType.Jvp
+
 
 def _route(tensor: torch.Tensor) -> str:
     """How a call on `tensor` is computed, every route giving the same bits:
@@ -553,13 +557,16 @@ def _transform_route() -> str:
     return _TRANSFORMED
 
 
-_FUNCTIONALIZE = torch._C._functorch.TransformType.Functionalize
-_JVP = torch._C._functorch.TransformType.Jvp
-
-
 def _readable(tensor: torch.Tensor) -> bool:
     """Whether the kernels may read `tensor`'s memory directly (see `_PLAIN_KEYS`)."""
     return torch._C._dispatch_keys(tensor).raw_repr() | _PLAIN_KEYS_RAW == _PLAIN_KEYS_RAW
+
+
+def _kernel_may_serve(tensor: torch.Tensor) -> bool:
+    """Whether a Function's forward may run the kernel on `tensor` rather than the operator: the
+    kernel can read it, and no dispatch mode (make_fx, FakeTensorMode, a logger) is there to
+    see the operator, as under torch.func transforms or forward-mode AD it may be."""
+    return _readable(tensor) and not torch._C._len_torch_dispatch_stack()
 
 
 def _call(function, op, kernel, tensor: torch.Tensor, key: torch.Tensor, arguments: tuple,
@@ -616,7 +623,7 @@ class _Dropout(_MaskFunction):
 
     @staticmethod
     def forward(input, key, arguments, masks):
-        if _readable(input):
+        if _kernel_may_serve(input):
             return _kernel(True, input, key, *arguments, masks=masks)
         return _dropout_op(input, key, *arguments)
 
@@ -631,7 +638,7 @@ class _Gradient(_MaskFunction):
 
     @staticmethod
     def forward(grad, key, arguments, masks):
-        if _readable(grad):
+        if _kernel_may_serve(grad):
             return _kernel(False, grad, key, *arguments, masks=masks)
         return _dropout_backward_op(grad, key, *arguments)
 

@@ -368,6 +368,22 @@ def test_fake_tensors_get_the_kernels_layout():
                                                         expected.stride())
 
 
+def test_make_fx_records_the_operator_under_grad_and_jvp():
+    """make_fx of torch.func.grad and jvp records fastdrop::dropout, not a constant: the traced
+    program draws a new mask each call, and its gradient and tangent follow the mask it draws
+    (the tangent was dropped, zeros, and the gradient refused)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x = torch.ones(4, 50)
+    for transformed in (torch.func.grad(lambda t: fdt.dropout(t, 0.5).sum()),
+                        lambda t: torch.func.jvp(lambda u: fdt.dropout(u, 0.5), (t,), (t,))[1]):
+        traced = make_fx(transformed)(x)
+        assert "fastdrop.dropout" in traced.code
+        first, second = traced(x), traced(x)
+        assert not torch.equal(first, second)
+        assert set(first.unique().tolist()) == {0.0, 2.0}
+
+
 # ---------------------------------------------------------------------------------------------
 # Compilers, export and TorchScript
 # ---------------------------------------------------------------------------------------------
