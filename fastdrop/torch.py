@@ -2,14 +2,21 @@
 
 The functions and modules here take PyTorch's conventions (``p`` is the probability that a unit
 is *dropped*; keep_prob = 1 - p) and PyTorch's semantics, and run fastdrop's kernels on the
-tensors' memory through zero-copy NumPy views.  Autograd saves no tensor for backward: only the
-`~fastdrop.DropoutMask`, a few integers from which the backward pass regenerates the decisions.
+tensors' memory through zero-copy NumPy views.  The kernels are registered as PyTorch operators,
+``torch.ops.fastdrop.dropout`` and ``torch.ops.fastdrop.dropout_backward``, with fake (meta)
+implementations, autograd formulas and vmap rules, so that torch.compile, torch.export,
+torch.jit.trace, torch.func and activation checkpointing see them as they see PyTorch's own.
 
-Masks come from fastdrop's streams (SPEC §3), not from torch's generator: seed them with
-``fastdrop.manual_seed`` (before building the modules) or the modules' ``seed=`` and
-``subsequence=`` arguments, e.g. ``subsequence=rank`` for one independent stream per process of a
-distributed job.  Results match PyTorch's in distribution, not bit for bit, and dropped units are
-exactly +0.0 (a select, so a dropped NaN does not survive, where PyTorch multiplies by 0).
+Masks are seeded from torch's generator: a training call draws one 64-bit seed with
+``torch.randint`` (from the default CPU generator, or a ``generator=``) and masks with it at
+block 0 of its Philox stream (SPEC §3), so ``torch.manual_seed``, ``torch.random.fork_rng`` and
+checkpointing's RNG-state restoring govern the masks as they govern PyTorch's dropout.  The
+modules hold no random state.  ``seed=`` gives an explicit, stateless mask (the one
+``fastdrop.dropout`` gives on the NumPy view) and ``subsequence=`` independent masks per process
+of a distributed job.  Results match PyTorch's in distribution, not bit for bit, and dropped
+units are exactly +0.0 (a select, so a dropped NaN does not survive, where PyTorch multiplies by
+0).  Autograd saves no tensor of the input's size: only the seed's two words.
+
 Outputs and gradients live in memory NumPy allocated (see `_as_tensor`), so, like any tensor from
 ``torch.from_numpy``, they cannot be resized in place (``Tensor.resize_``).  Those of 32 MiB or
 more come from a cache of freed outputs, as PyTorch's CUDA allocator does for GPU memory: see
@@ -20,6 +27,8 @@ does not.
 """
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 import warnings
 from typing import List, Optional, Tuple
@@ -33,9 +42,12 @@ except ImportError as error:  # pragma: no cover - exercised only where torch is
         "fastdrop.torch needs PyTorch, which is not installed: "
         "pip install \"fastdrop[torch]\" (torch==2.13.0, CPU)") from error
 
+import torch.autograd.forward_ad as _forward_ad
+
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
-from fastdrop._core import DropoutMask, Stream, layer_stream
+from fastdrop._core import DropoutMask, Stream
+from fastdrop._stream import SUBSEQUENCE_LIMIT, check_seed, check_subsequence
 
 __all__ = [
     "AlphaDropout",
@@ -74,9 +86,9 @@ def _refuse(tensor: torch.Tensor, name: str) -> None:
             f"fastdrop.torch runs on CPU tensors only; {name} is on device "
             f"'{tensor.device}'. Move it with .cpu(), or use torch.nn.functional's dropout "
             "on that device")
-    if tensor.layout is not torch.strided:
-        raise TypeError(f"fastdrop.torch needs a strided (dense) tensor; {name} has layout "
-                        f"{tensor.layout}")
+    if tensor.layout is not torch.strided or tensor.is_nested:
+        layout = "is a nested tensor" if tensor.is_nested else f"has layout {tensor.layout}"
+        raise TypeError(f"fastdrop.torch needs a strided (dense) tensor; {name} {layout}")
     hint = (" (bfloat16 needs the ml_dtypes package: pip install \"fastdrop[bfloat16]\")"
             if tensor.dtype is torch.bfloat16 else "")
     raise TypeError(f"fastdrop.torch serves {_SERVED} tensors; {name} has dtype "
@@ -285,8 +297,12 @@ def set_cache_limit(nbytes: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd
+# The kernels: the operators' implementations
 # ---------------------------------------------------------------------------------------------
+
+# A key is two int64 words, (low, high) 32 bits of the seed: what torch.randint draws cleanly.
+_KEY_WORD_LIMIT = 2**32
+_MODES = ("inverted", "alpha")  # those of fastdrop's modes that PyTorch has
 
 def _as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """The tensor of `dtype` sharing the memory of `array`, an output from `_output_like`.
@@ -298,64 +314,342 @@ def _as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _forward(input: torch.Tensor, x: np.ndarray, keep_prob: float, mode: str,
-             shared_axes: Optional[Tuple[int, ...]], seed: Optional[int],
-             stream: Optional[Stream], inplace: bool) -> Tuple[torch.Tensor, Optional[DropoutMask]]:
-    """The training forward of `input` (whose NumPy view is x), without autograd: the output and
-    the mask (None when keep_prob is 0: every unit dropped)."""
-    if keep_prob == 0.0:
-        # The core refuses keep_prob = 0 (p = 1).  A call with keep_prob = 1 checks the
-        # arguments and moves the stream as far as a call that draws would (so the masks of
-        # the other layers do not shift, SPEC §2); PyTorch then returns zeros.
-        fastdrop.dropout(x, 1.0, mode=mode, shared_axes=shared_axes, seed=seed, stream=stream)
-        return (input.zero_() if inplace else torch.zeros_like(input)), None
-    y, mask = fastdrop.dropout(x, keep_prob, mode=mode, shared_axes=shared_axes, seed=seed,
-                               stream=stream, out=x if inplace else _output_like(x))
-    return (input if inplace else _as_tensor(y, input.dtype)), mask
+def _empty_like(tensor: torch.Tensor, array: np.ndarray) -> Tuple[torch.Tensor, np.ndarray]:
+    """An uninitialised result for `tensor` (whose NumPy view is `array`) and its NumPy view, with
+    the strides ``torch.empty_like`` gives, which the fake kernels promise: a contiguous tensor's
+    from `_output_like` (the large ones from the cache), any other from torch.empty_like itself
+    (which keeps channels-last and other dense layouts)."""
+    if tensor.is_contiguous() and tensor.numel():
+        array = _output_like(array)
+        return _as_tensor(array, tensor.dtype), array
+    result = torch.empty_like(tensor)
+    return result, _as_numpy(result, "the result")
 
 
-def _backward(grad: torch.Tensor, mask: Optional[DropoutMask]) -> torch.Tensor:
-    """The gradient through the forward that returned `mask`, without autograd."""
-    if mask is None:
-        return torch.zeros_like(grad)
-    # A new tensor, not grad in place: autograd may hand the same gradient to several
-    # functions, or an expanded one (stride 0, e.g. the gradient of a sum).
-    dy = _as_numpy(grad, "grad_output")
-    dx = fastdrop.dropout_backward(dy, mask, out=_output_like(dy))
-    return _as_tensor(dx, grad.dtype)
+def _check_key(shape: torch.Size, key: torch.Tensor) -> int:
+    """The number of leading axes of `shape` that `key` gives one key each (0 for one key for
+    the whole tensor), or a clear error."""
+    key_shape = key.shape
+    batch_ndim = len(key_shape) - 1
+    # (Tuples: comparing torch.Size objects goes through symbolic-shape code, microseconds.)
+    if (key.dtype is not torch.int64 or batch_ndim < 0 or key_shape[-1] != 2
+            or (batch_ndim and tuple(shape[:batch_ndim]) != tuple(key_shape[:-1]))):
+        raise ValueError(
+            f"key must be an int64 tensor of shape S + (2,), S a prefix of the input's shape "
+            f"{tuple(shape)}; got {key.dtype} of shape {tuple(key_shape)}")
+    return batch_ndim
 
 
-class _DropoutFunction(torch.autograd.Function):
-    """Dropout with a backward that regenerates the decisions: ctx keeps the DropoutMask (seed,
-    subsequence, start and shapes: O(1) bytes), no tensor."""
+def _seeds(tensor: torch.Tensor, key: torch.Tensor) -> Tuple[List[Tuple[tuple, int]], int]:
+    """((index, seed) of each member, the number of batch axes): the tensors tensor[index], each
+    masked with its own 64-bit seed, whose key words (low, high) SPEC §3 defines."""
+    batch_ndim = _check_key(tensor.shape, key)
+    if batch_ndim:
+        indices, pairs = list(np.ndindex(*key.shape[:-1])), key.reshape(-1, 2).tolist()
+    else:  # one key for the whole tensor: the common case, kept cheap
+        indices, pairs = [()], [key.tolist()]
+    seeds = [(index, low | high << 32) for index, (low, high) in zip(indices, pairs)
+             if 0 <= low < _KEY_WORD_LIMIT and 0 <= high < _KEY_WORD_LIMIT]
+    if len(seeds) != len(pairs):
+        raise ValueError(f"key words must be in [0, 2**32), got {key.tolist()}")
+    return seeds, batch_ndim
+
+
+def _kernel(forward: bool, tensor: torch.Tensor, key: torch.Tensor, p: float, mode: str,
+            shared_axes: List[int], subsequence: int, inplace: bool = False,
+            masks: Optional[List[Tuple[tuple, DropoutMask]]] = None) -> torch.Tensor:
+    """The dropout (forward) or its gradient (not forward) of `tensor` under `key`: the work of
+    the fastdrop::dropout and fastdrop::dropout_backward operators, into a new tensor or, when
+    `inplace`, into `tensor` itself.
+
+    `masks` lets an eager autograd.Function skip regenerating what its forward knew: a forward
+    call appends (index, DropoutMask) of each member to it, and a gradient call given that
+    non-empty list takes the decisions' coordinates from it instead of decoding the key into
+    the very same masks.
+    """
+    keep_prob = _keep_prob(p)
+    array = _as_numpy(tensor, "input" if forward else "grad")
+    if masks and not forward:
+        members = masks
+    else:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        members, batch_ndim = _seeds(tensor, key)
+        axes = tuple(shared_axes)
+        if batch_ndim:  # a member's axes: the same from the end, batch_ndim fewer from the start
+            axes = tuple(axis - batch_ndim if axis >= 0 else axis for axis in axes)
+            if any(axis < -tensor.dim() + batch_ndim for axis in axes):
+                raise ValueError(f"shared_axes {list(shared_axes)} include one of the "
+                                 f"{batch_ndim} leading axes that have keys of their own")
+    result, out = (tensor, array) if inplace else _empty_like(tensor, array)
+    if keep_prob == 0.0:  # p = 1: everything dropped, nothing to draw (the core refuses q = 0)
+        out[...] = 0
+        return result
+    for index, member in members:  # member: the seed, or the DropoutMask given in `masks`
+        # (A 0-d array indexed by () would give a NumPy scalar.)
+        x, y = (array[index], out[index]) if index else (array, out)
+        if forward:
+            _, mask = fastdrop.dropout(x, keep_prob, mode=mode, shared_axes=axes,
+                                       stream=Stream(member, subsequence), out=y)
+            if masks is not None:
+                masks.append((index, mask))
+        else:
+            mask = member if masks else DropoutMask(x.shape, axes, keep_prob, mode, True, member,
+                                                    subsequence, 0)
+            fastdrop.dropout_backward(x, mask, out=y)
+    return result
+
+
+def _forward_kernel(input: torch.Tensor, key: torch.Tensor, p: float, mode: str,
+                    shared_axes: List[int], subsequence: int) -> torch.Tensor:
+    return _kernel(True, input, key, p, mode, shared_axes, subsequence)
+
+
+def _backward_kernel(grad: torch.Tensor, key: torch.Tensor, p: float, mode: str,
+                     shared_axes: List[int], subsequence: int) -> torch.Tensor:
+    return _kernel(False, grad, key, p, mode, shared_axes, subsequence)
+
+
+# ---------------------------------------------------------------------------------------------
+# The operators
+# ---------------------------------------------------------------------------------------------
+
+_SIGNATURE = ("(Tensor {0}, Tensor key, float p, str mode, int[] shared_axes, int subsequence) "
+              "-> Tensor")
+
+_dropout_op = torch.library.custom_op("fastdrop::dropout", _forward_kernel, mutates_args=(),
+                                      device_types="cpu", schema=_SIGNATURE.format("input"))
+_dropout_op.__doc__ = """fastdrop::dropout(input, key, p, mode, shared_axes, subsequence): the
+dropout of `input` with drop probability `p` (mode "inverted" or "alpha"), decisions shared along
+`shared_axes`, drawn from Philox key `key` (int64 words (low, high) of the 64-bit seed) at block 0
+of `subsequence`.  A key of shape S + (2,), S a prefix of input.shape, gives each input[i] (i in
+S) its own key, as torch.func.vmap's randomness="different" needs."""
+
+_dropout_backward_op = torch.library.custom_op(
+    "fastdrop::dropout_backward", _backward_kernel, mutates_args=(), device_types="cpu",
+    schema=_SIGNATURE.format("grad"))
+_dropout_backward_op.__doc__ = """fastdrop::dropout_backward(grad, key, p, mode, shared_axes,
+subsequence): the gradient through fastdrop::dropout with the same arguments.  Linear and
+diagonal in `grad`, hence its own adjoint and its own forward derivative."""
+
+
+def _fake(tensor: torch.Tensor, key: torch.Tensor, p: float, mode: str, shared_axes: List[int],
+          subsequence: int) -> torch.Tensor:
+    """Both operators' result as tracers see it: shaped, typed and laid out as the kernels'."""
+    _check_key(tensor.shape, key)
+    return torch.empty_like(tensor)
+
+
+def _operator_setup_context(ctx, inputs, output) -> None:
+    """What the gradient needs: the key (two int64 words) and the other arguments, nothing of the
+    input's size."""
+    ctx.save_for_backward(inputs[1])
+    ctx.arguments = tuple(inputs[2:])
+
+
+def _operator_backward(ctx, grad: torch.Tensor):
+    (key,) = ctx.saved_tensors
+    return (_dropout_backward_op(grad, key, *ctx.arguments),) + (None,) * 5
+
+
+def _batched(in_dims, tensor: torch.Tensor, key: torch.Tensor,
+             shared_axes: List[int]) -> Tuple[torch.Tensor, torch.Tensor, List[int], int]:
+    """Both operators' vmap rule: (tensor, key, shared_axes) to call the operator with one level
+    down, and the batch axis of its result.
+
+    A batched key (randomness="different") gives each member its own: the batch axis goes
+    first in the tensor and the key.  An unbatched key (randomness="same", or an explicit seed)
+    gives every member the same mask: the batch axis goes just after the axes the key already
+    covers, and the mask is shared along it.
+    """
+    tensor_dim, key_dim = in_dims[0], in_dims[1]
+    if key_dim is not None:
+        key = key.movedim(key_dim, 0)
+        tensor = (tensor.movedim(tensor_dim, 0) if tensor_dim is not None
+                  else tensor.expand(key.shape[0], *tensor.shape))
+        where, added = 0, []
+    else:
+        where = key.dim() - 1
+        tensor = tensor.movedim(tensor_dim, where)
+        added = [where]
+    axes = sorted([axis + 1 if axis >= where else axis for axis in shared_axes] + added)
+    return tensor, key, axes, where
+
+
+def _operator_vmap(op, info, in_dims, tensor, key, p, mode, shared_axes, subsequence):
+    tensor, key, axes, where = _batched(in_dims, tensor, key, shared_axes)
+    return op(tensor, key, p, mode, axes, subsequence), where
+
+
+for _op in (_dropout_op, _dropout_backward_op):
+    _op.register_fake(_fake)
+    _op.register_autograd(_operator_backward, setup_context=_operator_setup_context)
+    _op.register_vmap(functools.partial(_operator_vmap, _op))
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager calls: the kernels straight, or autograd.Functions around them
+# ---------------------------------------------------------------------------------------------
+
+# Tensors of these types only take the eager routes below: subclasses (FakeTensor, DTensor, ...)
+# get the operators, so that their own dispatch sees the call.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+# The dispatch keys of a dense CPU tensor (an inference tensor has only the first).  Any other
+# key (legacy vmap's Batched, functorch's wrappers, Negative, Conjugate, Python, another device)
+# means that the kernels must not read the memory: the operator's dispatch deals with it first.
+_PLAIN_KEYS = functools.reduce(operator.or_, (torch._C.DispatchKeySet(key) for key in (
+    torch._C.DispatchKey.CPU, torch._C.DispatchKey.ADInplaceOrView,
+    torch._C.DispatchKey.AutogradCPU, torch._C.DispatchKey.AutocastCPU)))
+_PLAIN_KEYS_RAW = _PLAIN_KEYS.raw_repr()
+
+
+_OPERATOR, _TRANSFORMED, _AUTOGRAD, _KERNEL = "operator", "transformed", "autograd", "kernel"
+
+# The torch.func transforms `_transform_route` tells apart.
+_FUNCTIONALIZE = torch._C._functorch.TransformType.Functionalize
+_JVP = torch._C._functorch.TransformType.Jvp
+
+
+def _route(tensor: torch.Tensor) -> str:
+    """How a call on `tensor` is computed, every route giving the same bits:
+
+    - `_OPERATOR`, the registered operator, when a tracer (torch.compile, torch.export,
+      torch.jit.trace, make_fx), torch.func.functionalize, a tensor subclass or a dispatch mode
+      must see the call, or when the kernels cannot read the tensor's memory directly and
+      nothing records the call;
+    - `_TRANSFORMED`, the operator's eager autograd.Function through torch's Function.apply,
+      under the other torch.func transforms, or where the operator would be called but forward
+      mode AD records the call (torch.library registers no forward-mode formula: the operator
+      would drop the tangent), or for a tensor the kernels cannot read that autograd records:
+      the Function's vmap rule and derivatives serve the transforms, and its forward calls the
+      operator where the kernels cannot read the tensor;
+    - `_AUTOGRAD`, the same Function applied directly, when autograd (backward or forward
+      mode) records the call;
+    - `_KERNEL`, the operator's own implementation, called straight, otherwise.
+
+    Calling the registered operator costs tens of microseconds of dispatch, torch's
+    Function.apply twenty-five (it binds the arguments with inspect.signature, which only the
+    transforms need); the routes share the kernels and the formulas.
+    """
+    # is_compiling first: TorchDynamo evaluates it as a constant and never traces the rest.
+    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
+        return _OPERATOR
+    if torch._C._are_functorch_transforms_active():
+        return _transform_route()
+    forward_ad = _forward_ad._current_level >= 0
+    if type(tensor) not in _PLAIN_TYPES or torch._C._len_torch_dispatch_stack():
+        return _TRANSFORMED if forward_ad else _OPERATOR
+    readable = _readable(tensor)
+    if (torch.is_grad_enabled() and tensor.requires_grad) or forward_ad:
+        return _AUTOGRAD if readable else _TRANSFORMED
+    return _KERNEL if readable else _OPERATOR
+
+
+def _transform_route() -> str:
+    """The route under torch.func transforms: the Function's, unless torch.func.functionalize is
+    among them, which has no rule for an autograd.Function (while the operator is functional).
+    Under functionalize and jvp both, the Function's all the same: torch's error, rather than
+    the operator's silently dropped tangent."""
+    transforms = {interpreter.key() for interpreter in torch._C._functorch.get_interpreter_stack()}
+    if _FUNCTIONALIZE in transforms and _JVP not in transforms:
+        return _OPERATOR
+    return _TRANSFORMED
+
+
+def _readable(tensor: torch.Tensor) -> bool:
+    """Whether the kernels may read `tensor`'s memory directly (see `_PLAIN_KEYS`)."""
+    return torch._C._dispatch_keys(tensor).raw_repr() | _PLAIN_KEYS_RAW == _PLAIN_KEYS_RAW
+
+
+def _kernel_may_serve(tensor: torch.Tensor) -> bool:
+    """Whether a Function's forward may run the kernel on `tensor` rather than the operator: the
+    kernel can read it, and no dispatch mode (make_fx, FakeTensorMode, a logger) is there to
+    see the operator, as under torch.func transforms or forward-mode AD it may be."""
+    return _readable(tensor) and not torch._C._len_torch_dispatch_stack()
+
+
+def _call(function, op, kernel, tensor: torch.Tensor, key: torch.Tensor, arguments: tuple,
+          masks: Optional[list] = None) -> torch.Tensor:
+    """op(tensor, key, *arguments) by the route `_route` chooses; `function` is the
+    operator's eager autograd.Function, `kernel` its implementation, `masks` as `_kernel`
+    takes them (the eager routes only)."""
+    route = _route(tensor)
+    if route is _KERNEL:
+        return kernel(tensor, key, *arguments, masks=masks)
+    # The arguments after the key go to the Function as one tuple: a microsecond saved for each.
+    if route is _AUTOGRAD:
+        return function.apply_directly(tensor, key, arguments, [] if masks is None else masks)
+    if route is _TRANSFORMED:
+        return function.apply(tensor, key, arguments, None)
+    return op(tensor, key, *arguments)
+
+
+class _MaskFunction(torch.autograd.Function):
+    """What the eager Functions of both operators share: the key saved (nothing of the input's
+    size), and the derivative of a map linear and diagonal in the tensor (the gradient kernel
+    with the same key) both ways."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # The C implementation torch's Function.apply ends in, bound to the subclass.
+        cls.apply_directly = torch._C._FunctionBase.__dict__["apply"].__get__(None, cls)
 
     @staticmethod
-    def forward(ctx, input, call):
-        # The other arguments come as one tuple: apply costs about a microsecond per argument.
-        output, ctx.mask = _forward(input, *call)
-        if call[-1]:  # inplace
-            ctx.mark_dirty(input)  # bumps the version counter: our write went through NumPy
-        return output
+    def setup_context(ctx, inputs, output) -> None:
+        _, key, ctx.arguments, ctx.masks = inputs
+        ctx.save_for_backward(key)
+        ctx.save_for_forward(key)
 
     @staticmethod
-    def backward(ctx, grad_output):
-        if torch.is_grad_enabled():  # create_graph=True: record the backward too
-            return _GradientFunction.apply(grad_output, ctx.mask), None
-        return _backward(grad_output, ctx.mask), None
-
-
-class _GradientFunction(torch.autograd.Function):
-    """dx = mask applied to dy: linear and diagonal, hence its own adjoint, which makes dropout
-    twice differentiable (create_graph=True) at the cost of nothing stored."""
+    def backward(ctx, grad: torch.Tensor):
+        (key,) = ctx.saved_tensors
+        return _gradient(grad, key, ctx.arguments, ctx.masks), None, None, None
 
     @staticmethod
-    def forward(ctx, grad, mask):
-        ctx.mask = mask
-        return _backward(grad, mask)
+    def jvp(ctx, tangent: torch.Tensor, *_):
+        (key,) = ctx.saved_tensors
+        return _gradient(tangent, key, ctx.arguments, ctx.masks)
+
+
+def _function_vmap(call, in_dims, tensor, key, arguments, masks):
+    p, mode, shared_axes, subsequence = arguments
+    tensor, key, axes, where = _batched(in_dims, tensor, key, shared_axes)
+    return call(tensor, key, (p, mode, axes, subsequence)), where
+
+
+class _Dropout(_MaskFunction):
+    """fastdrop::dropout in eager mode."""
 
     @staticmethod
-    def backward(ctx, grad_grad):
-        return _GradientFunction.apply(grad_grad, ctx.mask), None
+    def forward(input, key, arguments, masks):
+        if _kernel_may_serve(input):
+            return _kernel(True, input, key, *arguments, masks=masks)
+        return _dropout_op(input, key, *arguments)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _function_vmap(_forward, in_dims, *inputs)
+
+
+class _Gradient(_MaskFunction):
+    """fastdrop::dropout_backward in eager mode: its own derivative, which makes dropout
+    twice differentiable with nothing stored."""
+
+    @staticmethod
+    def forward(grad, key, arguments, masks):
+        if _kernel_may_serve(grad):
+            return _kernel(False, grad, key, *arguments, masks=masks)
+        return _dropout_backward_op(grad, key, *arguments)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _function_vmap(_gradient, in_dims, *inputs)
+
+
+_forward = functools.partial(_call, _Dropout, _dropout_op, functools.partial(_kernel, True))
+_gradient = functools.partial(_call, _Gradient, _dropout_backward_op,
+                              functools.partial(_kernel, False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,16 +657,38 @@ class _GradientFunction(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 
 def _keep_prob(p: float) -> float:
-    """1 - p for p in [0, 1], with PyTorch's message otherwise (NaN included)."""
+    """1 - p for p in [0, 1], with PyTorch's message otherwise (NaN included), and an error in
+    PyTorch's terms for a 1 - p finer than the decisions' resolution, 2**-32, which the core
+    would report as its keep_prob."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    return 1.0 - float(p)
+    keep_prob = 1.0 - float(p)
+    if 0.0 < keep_prob < _KEEP_PROB_RESOLUTION:
+        raise ValueError(f"fastdrop.torch needs p = 1 or 1 - p at least 2**-32 (the resolution "
+                         f"of its decisions), got p = {p!r}")
+    return keep_prob
+
+
+_KEEP_PROB_RESOLUTION = 2.0**-32
 
 
 def _check_inplace(input: torch.Tensor) -> None:
-    """PyTorch's refusals of an in-place dropout, made before anything is written (autograd
-    would only notice after our forward had run)."""
+    """PyTorch's refusals of an in-place dropout, with its messages, made before anything is
+    drawn or written.  Where autograd records the call, the write goes through Tensor.copy_,
+    which applies the rest of PyTorch's in-place rules (views of unbind's outputs, ...)."""
+    if input.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed.You can "
+            "make a clone to get a normal tensor before doing inplace update.See "
+            "https://github.com/pytorch/rfcs/pull/17 for more details.")
     if torch.is_grad_enabled() and input.requires_grad:
+        if input.is_leaf and input._is_view():  # only a view made under no_grad is both
+            raise RuntimeError(
+                "A view was created in no_grad mode and is being modified inplace with grad "
+                "mode enabled. Given that this use case is ambiguous and error-prone, it is "
+                "forbidden. You can clarify your code by moving both the view and the inplace "
+                "either both inside the no_grad block (if you don't want the inplace to be "
+                "tracked) or both outside (if you want the inplace to be tracked).")
         if input.is_leaf:
             raise RuntimeError(
                 "a leaf Variable that requires grad is being used in an in-place operation.")
@@ -386,28 +702,55 @@ def _check_inplace(input: torch.Tensor) -> None:
             "single memory location. Please clone() the tensor before performing the operation.")
 
 
+def _key(seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The Philox key of a training call: the words (low, high) of `seed`, or 64 random bits
+    drawn from `generator` (torch's default CPU generator when None) by a torch operation, so
+    that torch.manual_seed, fork_rng, get/set_rng_state and checkpointing govern it, tracers
+    record it and vmap batches it.
+
+    On the CPU whatever the default device (``torch.set_default_device``, ``with
+    torch.device(...)``): the kernels read it there, and only the CPU generator's state is the
+    one checkpointing restores for CPU inputs."""
+    if seed is None:  # int64, as needed
+        return torch.randint(_KEY_WORD_LIMIT, (2,), generator=generator, device="cpu")
+    if generator is not None:
+        raise ValueError("pass seed= or generator=, not both")
+    seed = check_seed(seed)
+    return torch.tensor([seed & (_KEY_WORD_LIMIT - 1), seed >> 32], dtype=torch.int64,
+                        device="cpu")
+
+
 def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode: str,
-             shared_axes: Optional[Tuple[int, ...]], seed: Optional[int],
-             stream: Optional[Stream]) -> torch.Tensor:
+             shared_axes: Tuple[int, ...], seed: Optional[int], subsequence: int,
+             generator: Optional[torch.Generator]) -> torch.Tensor:
     """Every variant's work: `mode` and `shared_axes` as for fastdrop.dropout."""
-    keep_prob = _keep_prob(p)
-    x = _as_numpy(input, "input")
-    if not training or keep_prob == 1.0:
-        # Evaluation or p = 0: the input itself, as PyTorch returns it.  The core still checks
-        # seed/stream and, in training, moves the stream (SPEC §2).
-        fastdrop.dropout(x, 1.0, training=training, mode=mode, shared_axes=shared_axes,
-                         seed=seed, stream=stream)
+    if not 0.0 <= p <= 1.0:
+        _keep_prob(p)  # PyTorch's error, in evaluation too
+    # The input itself, as PyTorch returns it, whatever its device, dtype or wrapper.  (Under
+    # torch.jit.trace numel() is a traced value; a trace is specialised to its shapes anyway.)
+    if not training or p == 0 or (not torch.jit.is_tracing() and input.numel() == 0):
         return input
-    if inplace:
+    if (input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided
+            or input.is_nested):  # (a nested tensor's layout may be strided)
+        _refuse(input, "input")
+    _keep_prob(p)  # its errors before anything is drawn
+    if type(subsequence) is not int or not 0 <= subsequence < SUBSEQUENCE_LIMIT:
+        subsequence = check_subsequence(subsequence)  # the error, or the int of an integer
+    if inplace and not torch.compiler.is_compiling():  # (a compiler's trace runs copy_'s)
         _check_inplace(input)
-    if torch.is_grad_enabled() and input.requires_grad:
-        return _DropoutFunction.apply(input, (x, keep_prob, mode, shared_axes, seed, stream,
-                                              inplace))
-    # No graph to record: skip autograd.Function's overhead.
-    output, _ = _forward(input, x, keep_prob, mode, shared_axes, seed, stream, inplace)
-    if inplace:
-        torch.autograd.graph.increment_version(input)  # as mark_dirty does on the autograd path
-    return output
+    # p = 1 zeroes everything and, as in PyTorch, draws nothing: its key is never read.
+    key = torch.zeros(2, dtype=torch.int64, device="cpu") if p == 1 else _key(seed, generator)
+    arguments = (float(p), mode, list(shared_axes), subsequence)
+    # In place, the kernel writes into the input when nothing records the call and PyTorch has
+    # no rule left to apply (the rules for views concern grad mode); otherwise Tensor.copy_
+    # writes the output, applying them all.
+    if (inplace and _route(input) is _KERNEL
+            and not (torch.is_grad_enabled() and input._is_view())):
+        _kernel(True, input, key, *arguments, inplace=True)
+        torch.autograd.graph.increment_version(input)  # our write went through NumPy
+        return input
+    output = _forward(input, key, arguments)
+    return input.copy_(output) if inplace else output
 
 
 def _channel_axes(ndim: int, batched: bool) -> Tuple[int, ...]:
@@ -420,45 +763,56 @@ def _channel_axes(ndim: int, batched: bool) -> Tuple[int, ...]:
 
 
 def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
-            *, seed: Optional[int] = None, stream: Optional[Stream] = None) -> torch.Tensor:
+            *, seed: Optional[int] = None, subsequence: int = 0,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Drop each element with probability `p` and scale the rest by 1 / (1 - p), as
     ``torch.nn.functional.dropout``.
+
+    A training call draws one 64-bit seed from torch's generator (one ``torch.randint`` call,
+    whatever the tensor's size) and masks with fastdrop's kernels; p = 0 and p = 1 draw
+    nothing, as in PyTorch.
 
     Parameters
     ----------
     input : torch.Tensor
-        A CPU tensor of dtype float16, bfloat16 (with ml_dtypes installed), float32 or float64,
-        any shape and strides; it is not copied.
+        In training, a CPU tensor of dtype float16, bfloat16 (with ml_dtypes installed), float32
+        or float64, any shape and strides; it is not copied.  In evaluation, any tensor.
     p : float, optional
         Probability that an element is zeroed, in [0, 1].  p = 1 zeroes everything (the
         gradient too); p = 0 returns `input`.  Otherwise 1 - p must be at least 2**-32.
     training : bool, optional
-        False returns `input` unchanged: nothing is drawn and no stream moves.
+        False returns `input` itself, whatever its device and dtype; nothing is drawn.
     inplace : bool, optional
-        Overwrite `input` and return it, under PyTorch's rules: refused for a leaf tensor that
-        requires grad (or a view of one) while grad mode is on, and for a tensor whose elements
-        share memory (e.g. from ``expand``).
+        Overwrite `input` and return it, under PyTorch's rules for in-place operations.
     seed : int, optional
-        Stateless call: start at block 0 of this 64-bit seed, so the same seed, shape and p
-        always give the same mask.  Excludes `stream`.
-    stream : fastdrop.Stream, optional
-        Draw from this stream and advance it.  With neither `seed` nor `stream`, fastdrop's
-        default stream (see `fastdrop.manual_seed`) is used, not torch's generator.
+        Stateless call: mask with this 64-bit seed, from block 0 of its Philox stream, so the
+        same seed, shape and p always give the same mask (fastdrop.dropout's on the NumPy
+        view) and nothing is drawn from torch's generator.  Excludes `generator`.
+    subsequence : int, optional
+        The Philox subsequence, in [0, 2**63): e.g. the process rank in distributed training,
+        so that ranks seeded alike still draw independent masks.
+    generator : torch.Generator, optional
+        The CPU generator the seed is drawn from when `seed` is None; torch's default
+        generator when None, so ``torch.manual_seed`` and ``torch.random.fork_rng`` govern the
+        masks as they govern ``torch.nn.functional.dropout``'s.
 
     Returns
     -------
     torch.Tensor
-        The output; differentiable when `input` requires grad, with a backward that stores no
-        mask (it regenerates the decisions) and may itself be differentiated.
+        The output; differentiable (backward, double backward, forward mode) when `input`
+        is, with a derivative that regenerates the decisions from the seed rather than
+        storing a mask.
 
     Raises
     ------
     ValueError
-        `p` outside [0, 1], or an invalid `seed` / `stream` combination.
+        `p` outside [0, 1], `seed` outside [0, 2**64), `subsequence` outside [0, 2**63), or
+        both `seed` and `generator`.
     TypeError
-        An unsupported dtype (integer, complex) or layout.
+        A `seed` or `subsequence` that is not an integer; in training, an unsupported dtype
+        (integer, complex) or layout.
     NotImplementedError
-        A tensor on a device other than the CPU (a RuntimeError, as in PyTorch).
+        In training, a tensor on a device other than the CPU (a RuntimeError, as in PyTorch).
 
     Examples
     --------
@@ -467,10 +821,14 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace:
     >>> y = fdt.dropout(x, 0.5, seed=0)
     >>> sorted(set(y.flatten().tolist())) <= [0.0, 2.0]
     True
+    >>> _ = torch.manual_seed(1); a = fdt.dropout(x, 0.5)
+    >>> _ = torch.manual_seed(1); b = fdt.dropout(x, 0.5)
+    >>> torch.equal(a, b)
+    True
     >>> fdt.dropout(x, 0.5, training=False) is x
     True
     """
-    return _dropout(input, p, training, inplace, "inverted", None, seed, stream)
+    return _dropout(input, p, training, inplace, "inverted", (), seed, subsequence, generator)
 
 
 def _warn_feature_rank(name: str, ndim: int, expected: Tuple[int, int], spatial: int) -> None:
@@ -486,7 +844,8 @@ def _warn_feature_rank(name: str, ndim: int, expected: Tuple[int, int], spatial:
 
 
 def dropout1d(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
-              *, seed: Optional[int] = None, stream: Optional[Stream] = None) -> torch.Tensor:
+              *, seed: Optional[int] = None, subsequence: int = 0,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Zero whole channels of an (N, C, L) or (C, L) input, as
     ``torch.nn.functional.dropout1d``: one decision per (sample, channel), shared along L.
 
@@ -504,12 +863,13 @@ def dropout1d(input: torch.Tensor, p: float = 0.5, training: bool = True, inplac
             "dropout1d exists to provide channel-wise dropout on inputs with 1 spatial "
             "dimension, a channel dimension, and an optional batch dimension (i.e. 2D or 3D "
             "inputs).")
-    axes = _channel_axes(ndim, batched=ndim == 3) if training else None
-    return _dropout(input, p, training, inplace, "inverted", axes, seed, stream)
+    axes = _channel_axes(ndim, batched=ndim == 3) if training else ()
+    return _dropout(input, p, training, inplace, "inverted", axes, seed, subsequence, generator)
 
 
 def dropout2d(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
-              *, seed: Optional[int] = None, stream: Optional[Stream] = None) -> torch.Tensor:
+              *, seed: Optional[int] = None, subsequence: int = 0,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Zero whole channels of an (N, C, H, W) input, as ``torch.nn.functional.dropout2d``:
     one decision per (sample, channel), shared over H and W.
 
@@ -529,12 +889,13 @@ def dropout2d(input: torch.Tensor, p: float = 0.5, training: bool = True, inplac
             "input as one without a batch dimension, i.e. shape (C, H, W). To maintain the 1D "
             "channel-wise dropout behavior, please switch to using dropout1d instead.",
             stacklevel=2)
-    axes = _channel_axes(ndim, batched=True) if training else None
-    return _dropout(input, p, training, inplace, "inverted", axes, seed, stream)
+    axes = _channel_axes(ndim, batched=True) if training else ()
+    return _dropout(input, p, training, inplace, "inverted", axes, seed, subsequence, generator)
 
 
 def dropout3d(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
-              *, seed: Optional[int] = None, stream: Optional[Stream] = None) -> torch.Tensor:
+              *, seed: Optional[int] = None, subsequence: int = 0,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Zero whole channels of an (N, C, D, H, W) or (C, D, H, W) input, as
     ``torch.nn.functional.dropout3d``: one decision per (sample, channel), shared over D, H, W.
 
@@ -545,13 +906,13 @@ def dropout3d(input: torch.Tensor, p: float = 0.5, training: bool = True, inplac
     """
     ndim = input.dim()
     _warn_feature_rank("dropout3d", ndim, (4, 5), 3)
-    axes = _channel_axes(ndim, batched=ndim == 5) if training else None
-    return _dropout(input, p, training, inplace, "inverted", axes, seed, stream)
+    axes = _channel_axes(ndim, batched=ndim == 5) if training else ()
+    return _dropout(input, p, training, inplace, "inverted", axes, seed, subsequence, generator)
 
 
 def alpha_dropout(input: torch.Tensor, p: float = 0.5, training: bool = False,
-                  inplace: bool = False, *, seed: Optional[int] = None,
-                  stream: Optional[Stream] = None) -> torch.Tensor:
+                  inplace: bool = False, *, seed: Optional[int] = None, subsequence: int = 0,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Alpha dropout for SELU networks, as ``torch.nn.functional.alpha_dropout`` (whose
     `training` also defaults to False).
 
@@ -562,42 +923,54 @@ def alpha_dropout(input: torch.Tensor, p: float = 0.5, training: bool = False,
 
     Parameters and returns as for `dropout`.
     """
-    return _dropout(input, p, training, inplace, "alpha", None, seed, stream)
+    return _dropout(input, p, training, inplace, "alpha", (), seed, subsequence, generator)
 
 
 def feature_alpha_dropout(input: torch.Tensor, p: float = 0.5, training: bool = False,
                           inplace: bool = False, *, seed: Optional[int] = None,
-                          stream: Optional[Stream] = None) -> torch.Tensor:
+                          subsequence: int = 0,
+                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Alpha dropout of whole channels of an (N, C, ...) input, as
     ``torch.nn.functional.feature_alpha_dropout``: one decision per (sample, channel).
 
     Parameters and returns as for `alpha_dropout`.
     """
-    axes = _channel_axes(input.dim(), batched=True) if training else None
-    return _dropout(input, p, training, inplace, "alpha", axes, seed, stream)
+    axes = _channel_axes(input.dim(), batched=True) if training else ()
+    return _dropout(input, p, training, inplace, "alpha", axes, seed, subsequence, generator)
 
 
 # ---------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------
 
-class _StreamOwner:
-    """What fastdrop's modules add to their torch counterparts: a stream of their own.
+class _FastdropModule:
+    """What fastdrop's modules add to their torch counterparts: a subsequence, and a clear
+    refusal of TorchScript.  No random state: every training call draws its seed from torch's
+    generator, so copies (``copy.deepcopy``, as nn.TransformerEncoder clones its layers) draw
+    independent masks.
 
     Placed before the torch class in the bases, so that ``isinstance(layer, torch.nn.Dropout)``
     still holds (code that looks for dropout layers, e.g. to enable Monte-Carlo dropout, finds
     these too).
     """
 
-    stream: Stream
+    subsequence: int
 
-    def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: Optional[int] = None,
-                 subsequence: int = 0) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, subsequence: int = 0) -> None:
         super().__init__(p, inplace)
-        self.stream = layer_stream(seed, subsequence)
+        self.subsequence = check_subsequence(subsequence)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, stream={self.stream!r}"
+        if self.subsequence:
+            return f"{super().extra_repr()}, subsequence={self.subsequence}"
+        return super().extra_repr()
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"fastdrop.torch.{type(self).__name__} does not support TorchScript "
+            "(torch.jit.script): compile the model with torch.compile, export it with "
+            "torch.export.export, or trace it with torch.jit.trace, which record fastdrop's "
+            "operators (fastdrop::dropout)")
 
 
 _MODULE_PARAMETERS = """
@@ -607,30 +980,24 @@ _MODULE_PARAMETERS = """
         Probability that {unit} is zeroed, in [0, 1] (PyTorch's convention).
     inplace : bool, optional
         Overwrite the input, under PyTorch's rules (see `dropout`).
-    seed : int, optional
-        Seed of the layer's own `fastdrop.Stream`.  None spawns the stream from fastdrop's
-        default stream at construction, so ``fastdrop.manual_seed(s)`` before building the
-        model makes its masks reproducible.
     subsequence : int, optional
-        Subsequence of the layer's stream, in [0, 2**63): e.g. the process rank in
-        distributed training, so that each process draws independent masks from one seed.
+        The Philox subsequence of the masks, in [0, 2**63): e.g. the process rank in
+        distributed training, so that ranks seeded alike draw independent masks.
 
-    Attributes
-    ----------
-    stream : fastdrop.Stream
-        The stream the layer draws from (each training call advances it); replace it or call
-        its ``manual_seed`` to re-seed the layer.
+    Each training call draws its seed from torch's default generator: ``torch.manual_seed``
+    makes the masks reproducible, activation checkpointing recomputes them exactly, and deep
+    copies draw their own.
 """
 
 
-class Dropout(_StreamOwner, torch.nn.Dropout):
+class Dropout(_FastdropModule, torch.nn.Dropout):
     __doc__ = """Drop-in for ``torch.nn.Dropout`` on CPU tensors: in training, zero each
     element with probability p and scale the rest by 1 / (1 - p); in evaluation, the identity.
     """ + _MODULE_PARAMETERS.format(unit="an element") + """
     Examples
     --------
     >>> import torch, fastdrop.torch as fdt
-    >>> layer = fdt.Dropout(0.2, seed=0)
+    >>> layer = fdt.Dropout(0.2)
     >>> x = torch.ones(1000, requires_grad=True)
     >>> y = layer(x)
     >>> y.backward(torch.ones(1000))
@@ -641,51 +1008,56 @@ class Dropout(_StreamOwner, torch.nn.Dropout):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return dropout(input, self.p, self.training, self.inplace, stream=self.stream)
+        return _dropout(input, self.p, self.training, self.inplace, "inverted", (), None,
+                        self.subsequence, None)
 
 
-class Dropout1d(_StreamOwner, torch.nn.Dropout1d):
+class Dropout1d(_FastdropModule, torch.nn.Dropout1d):
     __doc__ = """Drop-in for ``torch.nn.Dropout1d``: zero whole channels of (N, C, L) or (C, L)
     inputs (see `dropout1d`).
     """ + _MODULE_PARAMETERS.format(unit="a channel")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return dropout1d(input, self.p, self.training, self.inplace, stream=self.stream)
+        return dropout1d(input, self.p, self.training, self.inplace,
+                         subsequence=self.subsequence)
 
 
-class Dropout2d(_StreamOwner, torch.nn.Dropout2d):
+class Dropout2d(_FastdropModule, torch.nn.Dropout2d):
     __doc__ = """Drop-in for ``torch.nn.Dropout2d``: zero whole channels of (N, C, H, W) inputs;
     3-D inputs are (N, C, L), as in PyTorch (see `dropout2d`).
     """ + _MODULE_PARAMETERS.format(unit="a channel")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return dropout2d(input, self.p, self.training, self.inplace, stream=self.stream)
+        return dropout2d(input, self.p, self.training, self.inplace,
+                         subsequence=self.subsequence)
 
 
-class Dropout3d(_StreamOwner, torch.nn.Dropout3d):
+class Dropout3d(_FastdropModule, torch.nn.Dropout3d):
     __doc__ = """Drop-in for ``torch.nn.Dropout3d``: zero whole channels of (N, C, D, H, W) or
     (C, D, H, W) inputs (see `dropout3d`).
     """ + _MODULE_PARAMETERS.format(unit="a channel")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return dropout3d(input, self.p, self.training, self.inplace, stream=self.stream)
+        return dropout3d(input, self.p, self.training, self.inplace,
+                         subsequence=self.subsequence)
 
 
-class AlphaDropout(_StreamOwner, torch.nn.AlphaDropout):
+class AlphaDropout(_FastdropModule, torch.nn.AlphaDropout):
     __doc__ = """Drop-in for ``torch.nn.AlphaDropout``: alpha dropout for SELU networks in
     training, the identity in evaluation (see `alpha_dropout`).  Unlike torch's module, which
     ignores it, `inplace` is honoured as documented.
     """ + _MODULE_PARAMETERS.format(unit="an element")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return alpha_dropout(input, self.p, self.training, self.inplace, stream=self.stream)
+        return alpha_dropout(input, self.p, self.training, self.inplace,
+                             subsequence=self.subsequence)
 
 
-class FeatureAlphaDropout(_StreamOwner, torch.nn.FeatureAlphaDropout):
+class FeatureAlphaDropout(_FastdropModule, torch.nn.FeatureAlphaDropout):
     __doc__ = """Drop-in for ``torch.nn.FeatureAlphaDropout``: alpha dropout of whole channels
     of (N, C, ...) inputs (see `feature_alpha_dropout`).  `inplace` is honoured.
     """ + _MODULE_PARAMETERS.format(unit="a channel")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return feature_alpha_dropout(input, self.p, self.training, self.inplace,
-                                     stream=self.stream)
+                                     subsequence=self.subsequence)

@@ -3,9 +3,10 @@
 Usage: python _ddp_worker.py RANK WORLD_SIZE PORT OUTPUT.npz
 
 Trains a small MLP with a fastdrop.torch.Dropout layer under DistributedDataParallel (gloo,
-loopback) for a few steps; the layer draws from subsequence = rank of one shared seed.  Writes
-the dropout masks of every step and the final parameters to OUTPUT.npz for the parent test to
-compare across ranks and across runs.
+loopback) for a few steps.  Every rank seeds torch alike (torch.manual_seed(SEED) before the
+steps), and the layer masks with subsequence = rank, so the ranks draw the same keys from torch's
+generator but independent masks.  Writes the dropout masks of every step and the final
+parameters to OUTPUT.npz for the parent test to compare across ranks and across runs.
 """
 import datetime
 import sys
@@ -34,7 +35,7 @@ def main() -> None:
                             world_size=world_size, timeout=datetime.timedelta(seconds=60))
     try:
         torch.manual_seed(0)  # the same initial weights (DDP would broadcast rank 0's anyway)
-        layer = fdt.Dropout(P, seed=SEED, subsequence=rank)
+        layer = fdt.Dropout(P, subsequence=rank)
         model = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.Tanh(), layer,
                                     torch.nn.Linear(HIDDEN, 1))
         masks = []
@@ -43,6 +44,7 @@ def main() -> None:
         ddp = DistributedDataParallel(model)
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
         data = torch.Generator().manual_seed(100 + rank)  # each rank its own shard of data
+        torch.manual_seed(SEED)  # from here on only the dropout layer draws from it
         for _ in range(STEPS):
             x = torch.randn(BATCH, FEATURES, generator=data)
             target = torch.randn(BATCH, 1, generator=data)
@@ -51,8 +53,7 @@ def main() -> None:
             loss.backward()  # DDP averages the gradients over the ranks here
             optimizer.step()
         parameters = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
-        np.savez(output, masks=np.stack(masks), parameters=parameters,
-                 position=layer.stream.position)
+        np.savez(output, masks=np.stack(masks), parameters=parameters)
     finally:
         dist.destroy_process_group()
 

@@ -1,7 +1,7 @@
 """The PyTorch adapter, fastdrop.torch: PyTorch's semantics, autograd without a stored mask,
-zero-copy tensors of every served dtype, the same masks as fastdrop.dropout, errors, and
-training under DistributedDataParallel."""
-import copy
+zero-copy tensors of every served dtype, the same masks as fastdrop.dropout, seeds from torch's
+generator, errors, and training under DistributedDataParallel.  Compilers, export, tracing,
+torch.func's transforms and checkpointing: test_torch_ops.py."""
 import doctest
 import gc
 import math
@@ -64,6 +64,26 @@ def layouts(dtype):
             ("sliced", base[1:5, ::3, 2:]), ("channels_last",
                                              four.contiguous(memory_format=torch.channels_last)),
             ("0-d", base[0, 0, 0]), ("empty", base[:, :0])]
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_rng():
+    """Every test here may seed or draw from torch's default generator; none leaks it."""
+    with torch.random.fork_rng():
+        yield
+
+
+def generator_moves(call):
+    """How many keys (torch.randint(2**32, (2,)) draws) `call` takes from torch's default
+    generator, judged by the next draw: 0 or 1 (2 would fail the assert)."""
+    state = torch.get_rng_state()
+    draws = [torch.randint(2**32, (2,)) for _ in range(2)]
+    torch.set_rng_state(state)
+    call()
+    after = torch.randint(2**32, (2,))
+    moves = [k for k, draw in enumerate(draws) if torch.equal(after, draw)]
+    assert moves, "the generator moved by more than one key"
+    return moves[0]
 
 
 def spatially_constant_axes(output):
@@ -143,8 +163,9 @@ def test_dropout_values_and_rate(p):
 
 
 def test_module_is_a_torch_dropout_and_follows_train_and_eval():
-    """fastdrop's modules are torch's classes (isinstance holds), take p and inplace, and are
-    the identity in evaluation (the input itself, no stream advance)."""
+    """fastdrop's modules are torch's classes (isinstance holds), take p, inplace and
+    subsequence, draw one key from torch's generator per training call, and are the identity in
+    evaluation (the input itself, nothing drawn)."""
     cases = [(fdt.Dropout, torch.nn.Dropout, (7,)), (fdt.Dropout1d, torch.nn.Dropout1d, (2, 3, 4)),
              (fdt.Dropout2d, torch.nn.Dropout2d, (2, 3, 4, 5)),
              (fdt.Dropout3d, torch.nn.Dropout3d, (2, 3, 4, 5, 6)),
@@ -152,38 +173,38 @@ def test_module_is_a_torch_dropout_and_follows_train_and_eval():
              (fdt.FeatureAlphaDropout, torch.nn.FeatureAlphaDropout, (2, 3, 4, 5))]
     for ours, theirs, shape in cases:
         x = torch.randn(shape)
-        layer = ours(0.3, seed=5)
+        layer = ours(0.3)
         assert isinstance(layer, theirs) and layer.p == 0.3 and layer.inplace is False
-        assert "p=0.3, inplace=False, stream=Stream(seed=5" in repr(layer)
-        assert layer(x) is not x and layer.stream.position > 0
-        position = layer.stream.position
+        assert repr(layer) == repr(theirs(0.3)).replace(theirs.__name__, ours.__name__)
+        assert "subsequence=4" in repr(ours(0.3, subsequence=4))
+        assert generator_moves(lambda: layer(x)) == 1
         layer.eval()
-        assert layer(x) is x and layer.stream.position == position
+        assert generator_moves(lambda: layer(x)) == 0 and layer(x) is x
         with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
             ours(1.5)
+        with pytest.raises(ValueError, match="subsequence must be in"):
+            ours(0.5, subsequence=-1)
 
 
-def test_p_zero_is_identity_and_p_one_zeroes_everything(restore_default_stream):
+def test_p_zero_is_identity_and_p_one_zeroes_everything():
     """p = 0 returns the input itself, p = 1 zeroes the output and the gradient, as PyTorch
-    does; both move the stream as far as any other p (SPEC §2), so that changing one layer's
-    p does not shift the masks of the others."""
+    does; like PyTorch's, neither draws from the generator (nothing is random), and any other p
+    draws one key, whatever the tensor's size."""
     x = torch.randn(5, 7, requires_grad=True)
-    positions = []
     for p in (0.0, 0.5, 1.0):
-        stream = fastdrop.Stream(2)
-        y = fdt.dropout(x, p, stream=stream)
-        positions.append(stream.position)
+        y = fdt.dropout(x, p)
         (dx,) = torch.autograd.grad(y.sum(), x)
         if p == 0.0:
             assert y is x and torch.equal(dx, torch.ones_like(x))
         if p == 1.0:
             assert torch.equal(y, torch.zeros_like(x)) and torch.equal(dx, torch.zeros_like(x))
             assert torch.equal(y, F.dropout(x, 1.0))
-    assert positions == [math.ceil(35 / 16)] * 3
+        assert generator_moves(lambda: fdt.dropout(x, p)) == (p == 0.5)
+    assert generator_moves(lambda: fdt.dropout(torch.ones(100_000), 0.5)) == 1
 
     # In place, under autograd and without it.
     h = x * 1
-    assert fdt.dropout(h, 1.0, inplace=True, seed=1) is h and not h.any()
+    assert fdt.dropout(h, 1.0, inplace=True) is h and not h.any()
     h.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
     with torch.no_grad():
@@ -198,39 +219,58 @@ def test_p_outside_0_1_is_refused(p):
         fdt.dropout(torch.ones(3), p)
 
 
-def test_streams_and_seeds(restore_default_stream):
-    """Stateless seed= calls repeat; stream= and the default stream advance; modules built after
-    fastdrop.manual_seed draw the same masks every time; subsequences differ."""
+def test_p_closer_to_1_than_the_resolution_is_refused_in_pytorchs_terms():
+    """1 - p below 2**-32, which PyTorch takes, is refused naming p, not the core's keep_prob,
+    before the seed is drawn; in evaluation it is taken, as PyTorch does."""
+    p = 1 - 2**-40
+    x = torch.ones(3)
+    with pytest.raises(ValueError, match=r"p = 1 or 1 - p at least 2\*\*-32.*p = 0\.9999"):
+        fdt.dropout(x, p)
+    assert generator_moves(lambda: pytest.raises(ValueError, fdt.Dropout(p), x)) == 0
+    assert fdt.dropout(x, p, training=False) is x
+
+
+def test_seeds_subsequences_and_generators():
+    """seed= gives a stateless mask, fastdrop's with that seed (with a subsequence,
+    Stream(seed, subsequence)'s); subsequences give other masks; generator= draws from that
+    generator and leaves the default one alone; the modules hold no random state, so a pickled
+    layer is the layer."""
     x = torch.ones(1000)
     assert torch.equal(fdt.dropout(x, 0.5, seed=3), fdt.dropout(x, 0.5, seed=3))
-    stream = fastdrop.Stream(3)
-    first, second = fdt.dropout(x, 0.5, stream=stream), fdt.dropout(x, 0.5, stream=stream)
-    assert torch.equal(first, fdt.dropout(x, 0.5, seed=3)) and not torch.equal(first, second)
+    for subsequence in (1, 2**63 - 1):
+        expected, _ = fastdrop.dropout(x.numpy(), 0.5,
+                                       stream=fastdrop.Stream(3, subsequence=subsequence))
+        assert torch.equal(fdt.dropout(x, 0.5, seed=3, subsequence=subsequence),
+                           torch.from_numpy(expected))
+    assert not torch.equal(fdt.dropout(x, 0.5, seed=3), fdt.dropout(x, 0.5, seed=3,
+                                                                     subsequence=1))
+
+    generator = torch.Generator().manual_seed(5)
+    state = torch.get_rng_state()
+    first = fdt.dropout(x, 0.5, generator=generator)
+    second = fdt.dropout(x, 0.5, generator=generator.manual_seed(5))
+    assert torch.equal(first, second) and torch.equal(torch.get_rng_state(), state)
+    key = torch.randint(2**32, (2,), generator=generator.manual_seed(5)).tolist()
+    assert torch.equal(first, fdt.dropout(x, 0.5, seed=key[0] | key[1] << 32))
+
     with pytest.raises(ValueError, match="not both"):
-        fdt.dropout(x, 0.5, seed=1, stream=stream)
+        fdt.dropout(x, 0.5, seed=1, generator=generator)
+    for bad, error in ((-1, ValueError), (2**64, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="seed"):
+            fdt.dropout(x, 0.5, seed=bad)
+    for bad, error in ((-1, ValueError), (2**63, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="subsequence"):
+            fdt.dropout(x, 0.5, subsequence=bad)
+    assert generator_moves(lambda: pytest.raises(ValueError, fdt.dropout, x, 0.5,
+                                                 subsequence=-1)) == 0
 
-    def build_and_run():
-        fastdrop.manual_seed(42)
-        layers = [fdt.Dropout(0.5), fdt.Dropout(0.5, subsequence=1)]
-        default = fdt.dropout(x, 0.5)  # the default stream, after the layers' spawns
-        return [layer(x) for layer in layers for _ in range(2)] + [default]
-
-    run1, run2 = build_and_run(), build_and_run()
-    assert all(torch.equal(a, b) for a, b in zip(run1, run2))
-    assert not torch.equal(run1[0], run1[2])  # subsequence 1 is another stream
-    assert not torch.equal(run1[0], run1[1])  # each call advances
-
-    # A layer's seed= and subsequence= make its stream Stream(seed, subsequence).
-    assert torch.equal(fdt.Dropout(0.5, seed=3, subsequence=2)(x),
-                       fdt.dropout(x, 0.5, stream=fastdrop.Stream(3, subsequence=2)))
-
-    # Copies and pickles of a layer carry its stream on: their next mask is the layer's.
-    layer, reference = fdt.Dropout(0.5, seed=9), fdt.Dropout(0.5, seed=9)
-    layer(x)
-    reference(x)
-    expected = reference(x)
-    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
-        assert torch.equal(clone(x), expected)
+    layer = fdt.Dropout(0.5, subsequence=2)
+    clone = pickle.loads(pickle.dumps(layer))
+    assert clone.subsequence == 2 and not hasattr(clone, "stream")
+    torch.manual_seed(4)
+    expected = layer(x)
+    torch.manual_seed(4)
+    assert torch.equal(clone(x), expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,13 +378,17 @@ def test_alpha_dropout_has_torchs_constants_and_distribution(p):
     (fdt.feature_alpha_dropout, {"p": 0.3, "training": True}, (2, 3, 4)),
 ], ids=lambda v: getattr(v, "__name__", str(v)))
 def test_gradcheck_and_gradgradcheck_float64(function, kwargs, shape):
-    """gradcheck in float64 (seed= makes every evaluation draw the same mask), and the second
-    derivative through the backward's own autograd function."""
+    """gradcheck in float64 (seed= makes every evaluation draw the same mask), with batched
+    gradients (vmap over the backward) and forward-mode AD, batched too, as PyTorch's OpInfo
+    checks run them; and the second derivative, reverse over reverse and forward over reverse,
+    through the backward's own derivatives."""
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     def f(t):
         return function(t, seed=123, **kwargs)
-    assert torch.autograd.gradcheck(f, (x,))
-    assert torch.autograd.gradgradcheck(f, (x,))
+    assert torch.autograd.gradcheck(f, (x,), check_batched_grad=True, check_forward_ad=True,
+                                    check_batched_forward_grad=True)
+    assert torch.autograd.gradgradcheck(f, (x,), check_batched_grad=True,
+                                        check_fwd_over_rev=True)
 
 
 def test_no_tensor_of_the_input_size_is_saved_for_backward():
@@ -383,7 +427,7 @@ def test_backward_with_strided_and_expanded_gradients():
 
 def test_no_grad_inference_mode_and_eval():
     """Under no_grad and inference_mode the output does not require grad and equals the autograd
-    path's; model.eval() is the identity and does not move the stream."""
+    path's; model.eval() is the identity and draws nothing from the generator."""
     x = torch.randn(10, 10, requires_grad=True)
     with_grad = fdt.dropout(x, 0.5, seed=8)
     assert with_grad.requires_grad and with_grad.grad_fn is not None
@@ -396,13 +440,11 @@ def test_no_grad_inference_mode_and_eval():
     assert not without.requires_grad and torch.equal(without, with_grad.detach())
     assert torch.equal(inference, without)
 
-    model = torch.nn.Sequential(torch.nn.Linear(10, 10), fdt.Dropout(0.5, seed=1))
-    position = model[1].stream.position
+    model = torch.nn.Sequential(torch.nn.Linear(10, 10), fdt.Dropout(0.5))
     model.eval()
-    assert torch.equal(model(x), model[0](x)) and model[1].stream.position == position
+    assert generator_moves(lambda: model(x)) == 0 and torch.equal(model(x), model[0](x))
     model.train()
-    model(x)
-    assert model[1].stream.position == position + math.ceil(100 / 16)
+    assert generator_moves(lambda: model(x)) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,30 +452,53 @@ def test_no_grad_inference_mode_and_eval():
 # ---------------------------------------------------------------------------------------------
 
 def test_in_place_follows_pytorchs_rules():
-    """In place is refused, as by torch and before anything is written, on a leaf that requires
-    grad and on a view of one; allowed under no_grad; on a non-leaf it writes into the tensor,
-    bumps its version and backpropagates through the same mask."""
+    """In place is refused as by torch, before anything is drawn or written: on a leaf that
+    requires grad and on a view of one, on an inference tensor outside inference mode, on a
+    view made under no_grad and written with grad on, on a tensor whose elements share memory.
+    Allowed under no_grad and inference mode; on a non-leaf it writes into the tensor, bumps
+    its version and backpropagates through the same mask."""
     leaf = torch.randn(4, 5, requires_grad=True)
-    before = leaf.detach().clone()
-    stream = fastdrop.Stream(1)
-    for tensor, message in ((leaf, "a leaf Variable that requires grad is being used in an "
-                                   "in-place operation"),
-                            (leaf[1:], "a view of a leaf Variable that requires grad")):
+    base = leaf * 1
+
+    def inference_tensor():
+        with torch.inference_mode():
+            return torch.randn(3)
+
+    def view_made_without_grad():
+        with torch.no_grad():
+            return base[1:]
+
+    refusals = [(lambda: leaf, "a leaf Variable that requires grad is being used in an "
+                               "in-place operation"),
+                (lambda: leaf[1:], "a view of a leaf Variable that requires grad"),
+                (inference_tensor, "Inplace update to inference tensor outside InferenceMode"),
+                (view_made_without_grad, "A view was created in no_grad mode and is being "
+                                         "modified inplace with grad mode enabled")]
+    for make, message in refusals:
         with pytest.raises(RuntimeError, match=message):
-            F.dropout(tensor, 0.5, inplace=True)
+            F.dropout(make(), 0.5, inplace=True)  # (torch writes an inference tensor first)
+        tensor = make()
+        before = tensor.detach().clone()
         with pytest.raises(RuntimeError, match=message):
-            fdt.dropout(tensor, 0.5, inplace=True, stream=stream)
-    assert torch.equal(leaf.detach(), before) and stream.position == 0
+            fdt.dropout(tensor, 0.5, inplace=True, seed=1)
+        assert generator_moves(lambda: pytest.raises(RuntimeError, fdt.dropout, tensor, 0.5,
+                                                     inplace=True)) == 0
+        assert torch.equal(tensor.detach(), before)
     with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
         fdt.dropout(torch.ones(1, 3).expand(4, 3), 0.5, inplace=True)
 
     with torch.no_grad():
         assert fdt.dropout(leaf, 0.5, inplace=True, seed=1) is leaf
+        view = view_made_without_grad()
+        assert fdt.dropout(view, 0.5, inplace=True, seed=1) is view
+    inference = inference_tensor()
+    with torch.inference_mode():
+        assert fdt.dropout(inference, 0.5, inplace=True, seed=1) is inference
 
     x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     h = x * 1
     version, pointer = h._version, h.data_ptr()
-    out = fdt.Dropout(0.5, inplace=True, seed=2)(h)
+    out = fdt.Dropout(0.5, inplace=True)(h)
     assert out is h and h.data_ptr() == pointer and h._version > version
     (dx,) = torch.autograd.grad(h.sum(), x)
     assert torch.equal(dx, (h != 0).double() * 2)
@@ -649,22 +714,41 @@ def test_a_loan_whose_construction_failed_dies_quietly(monkeypatch, arguments):
 # Refused tensors
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("training", [True, False])
-def test_unsupported_tensors_get_clear_errors(training):
-    """A tensor on another device says so; integer, complex and sparse tensors get a TypeError
-    naming what is served.  Evaluation refuses them as well, so a model behaves the same in
-    both modes."""
+def test_unsupported_tensors_get_clear_errors_in_training():
+    """In training, a tensor on another device says so (a NotImplementedError, which is a
+    RuntimeError as in torch); integer, complex and sparse tensors get a TypeError naming what
+    is served.  Nothing is drawn from the generator."""
     with pytest.raises(NotImplementedError, match="CPU tensors only.*device 'meta'"):
-        fdt.dropout(torch.ones(3, device="meta"), 0.5, training=training)
-    with pytest.raises(RuntimeError, match="device 'meta'"):  # a RuntimeError, as in torch
+        fdt.dropout(torch.ones(3, device="meta"), 0.5)
+    with pytest.raises(RuntimeError, match="device 'meta'"):
         fdt.Dropout2d()(torch.ones(2, 3, 4, 5, device="meta"))
     for tensor in (torch.arange(4), torch.ones(2, dtype=torch.complex64),
                    torch.ones(2, dtype=torch.bool)):
         with pytest.raises(TypeError, match=f"serves .*float32.*has dtype {tensor.dtype}"):
-            fdt.dropout(tensor, 0.5, training=training)
-    sparse = torch.eye(3).to_sparse()
-    with pytest.raises(TypeError, match="strided"):
-        fdt.dropout(sparse, 0.5, training=training)
+            fdt.dropout(tensor, 0.5)
+        assert generator_moves(lambda: pytest.raises(TypeError, fdt.dropout, tensor, 0.5)) == 0
+    with pytest.raises(TypeError, match="strided.*has layout torch.sparse_coo"):
+        fdt.dropout(torch.eye(3).to_sparse(), 0.5)
+    for layout in (torch.strided, torch.jagged):
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=layout)
+        with pytest.raises(TypeError, match="strided.*is a nested tensor"):
+            fdt.dropout(nested, 0.5)
+
+
+def test_evaluation_and_p_zero_return_any_tensor_itself():
+    """As PyTorch does, training=False and p = 0 return the input itself whatever its device,
+    dtype or layout (the kernels are not involved), and so does an empty tensor in training."""
+    tensors = [torch.arange(4), torch.ones(2, dtype=torch.complex64), torch.ones(3, device="meta"),
+               torch.eye(3).to_sparse(), torch.ones(2, 0)]
+    for tensor in tensors:
+        for function in (fdt.dropout, fdt.alpha_dropout, fdt.feature_alpha_dropout):
+            assert function(tensor, 0.5, training=False) is tensor
+        assert fdt.dropout(tensor, 0.0) is tensor
+    for layer in (fdt.Dropout(), fdt.AlphaDropout(), fdt.Dropout1d()):
+        meta = torch.ones(2, 3, device="meta")
+        assert layer.eval()(meta) is meta
+    empty = torch.ones(2, 0, dtype=torch.int64)
+    assert fdt.dropout(empty, 0.5) is empty and F.dropout(empty, 0.5) is empty
 
 
 def run_python(code, *path, timeout=120):
@@ -706,7 +790,7 @@ def test_bfloat16_without_ml_dtypes_says_what_is_missing(tmp_path):
     assert "ml_dtypes" in done.stdout and "torch.bfloat16" in done.stdout
 
 
-def test_docstring_examples(restore_default_stream):
+def test_docstring_examples():
     results = doctest.testmod(fdt)
     assert results.attempted > 0 and results.failed == 0
 
@@ -745,9 +829,10 @@ def train_distributed(directory, world_size=2, timeout=120):
 
 def test_distributed_data_parallel(tmp_path):
     """Two processes (gloo, loopback) train an MLP with fastdrop.torch.Dropout under
-    DistributedDataParallel, each on subsequence = rank of one seed: the masks differ between
-    the ranks and are Stream(seed, rank)'s, a second run repeats them exactly, and the
-    parameters agree across the ranks after the steps."""
+    DistributedDataParallel, seeded alike, each masking with subsequence = rank: the masks
+    differ between the ranks and are those the same calls give here after the same
+    torch.manual_seed, a second run repeats them exactly, and the parameters agree across the
+    ranks after the steps."""
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     try:
         import _ddp_worker as worker
@@ -759,14 +844,14 @@ def test_distributed_data_parallel(tmp_path):
         directory.mkdir()
         runs.append(train_distributed(directory))
     first, second = runs
+    ones = torch.ones(worker.BATCH, worker.HIDDEN)
     for rank, result in enumerate(first):
         masks = result["masks"]
         assert masks.shape == (worker.STEPS, worker.BATCH, worker.HIDDEN)
-        stream = fastdrop.Stream(worker.SEED, subsequence=rank)
+        torch.manual_seed(worker.SEED)
         for step in range(worker.STEPS):
-            _, mask = fastdrop.dropout(np.ones(masks.shape[1:]), 1 - worker.P, stream=stream)
-            np.testing.assert_array_equal(masks[step], mask.to_bool())
-        assert int(result["position"]) == stream.position
+            expected = fdt.dropout(ones, worker.P, subsequence=rank) != 0
+            np.testing.assert_array_equal(masks[step], expected.numpy())
         for key in result:  # reproducible run to run, bit for bit
             np.testing.assert_array_equal(result[key], second[rank][key])
     assert not np.array_equal(first[0]["masks"], first[1]["masks"])
