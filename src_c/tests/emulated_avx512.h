@@ -49,6 +49,7 @@ typedef fd_emu_512 __m512d;
 typedef fd_emu_256 __m256i;
 typedef uint8_t __mmask8;
 typedef uint16_t __mmask16;
+typedef uint32_t __mmask32;
 typedef uint64_t __mmask64;
 
 #define _MM_FROUND_TO_NEAREST_INT 0x00
@@ -221,13 +222,6 @@ static inline __m512i _mm512_and_si512(__m512i a, __m512i b)
     return a;
 }
 
-static inline __m512i _mm512_or_si512(__m512i a, __m512i b)
-{
-    for (int i = 0; i < 8; i++)
-        a.u64[i] |= b.u64[i];
-    return a;
-}
-
 /* --- compares into masks and masked blends -------------------------------------------------- */
 
 static inline __mmask8 _mm512_cmplt_epu64_mask(__m512i a, __m512i b)
@@ -274,19 +268,6 @@ static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int predicate)
 }
 
 /* Lane i: b where mask bit i is set, a elsewhere. */
-static inline __m512i _mm512_mask_blend_epi32(__mmask16 k, __m512i a, __m512i b)
-{
-    for (int i = 0; i < 16; i++)
-        if ((k >> i) & 1u)
-            a.u32[i] = b.u32[i];
-    return a;
-}
-
-static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b)
-{
-    return _mm512_mask_blend_epi32(k, a, b);
-}
-
 static inline __m512i _mm512_mask_blend_epi64(__mmask8 k, __m512i a, __m512i b)
 {
     for (int i = 0; i < 8; i++)
@@ -295,14 +276,27 @@ static inline __m512i _mm512_mask_blend_epi64(__mmask8 k, __m512i a, __m512i b)
     return a;
 }
 
-static inline __m512d _mm512_mask_blend_pd(__mmask8 k, __m512d a, __m512d b)
-{
-    return _mm512_mask_blend_epi64(k, a, b);
-}
-
 /* --- permutes --------------------------------------------------------------------------------- */
 
 /* 64-bit lane i: lane idx & 7 of a, or of b where bit 3 of idx is set (idx = lane i of idx). */
+/* 16-bit lane i: lane idx & 31 of a, zero where mask bit i is clear (zero masking). */
+static inline __m512i _mm512_maskz_permutexvar_epi16(__mmask32 k, __m512i idx, __m512i a)
+{
+    __m512i r;
+    for (int i = 0; i < 32; i++)
+        r.u16[i] = ((k >> i) & 1u) ? a.u16[idx.u16[i] & 31u] : 0;
+    return r;
+}
+
+/* 16-bit lane i: lane idx & 31 of a, or of b where bit 5 of idx is set. */
+static inline __m512i _mm512_permutex2var_epi16(__m512i a, __m512i idx, __m512i b)
+{
+    __m512i r;
+    for (int i = 0; i < 32; i++)
+        r.u16[i] = (idx.u16[i] & 32u) ? b.u16[idx.u16[i] & 31u] : a.u16[idx.u16[i] & 31u];
+    return r;
+}
+
 static inline __m512i _mm512_permutex2var_epi64(__m512i a, __m512i idx, __m512i b)
 {
     __m512i r;
@@ -320,11 +314,21 @@ static inline __m512 _mm512_mul_ps(__m512 a, __m512 b)
     return a;
 }
 
-static inline __m512 _mm512_add_ps(__m512 a, __m512 b)
+/* Lane i: a op b where mask bit i is set, src elsewhere (merge masking). */
+static inline __m512 _mm512_mask_mul_ps(__m512 src, __mmask16 k, __m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
-        a.f32[i] = a.f32[i] + b.f32[i];
-    return a;
+        if ((k >> i) & 1u)
+            src.f32[i] = a.f32[i] * b.f32[i];
+    return src;
+}
+
+static inline __m512 _mm512_mask_add_ps(__m512 src, __mmask16 k, __m512 a, __m512 b)
+{
+    for (int i = 0; i < 16; i++)
+        if ((k >> i) & 1u)
+            src.f32[i] = a.f32[i] + b.f32[i];
+    return src;
 }
 
 static inline __m512d _mm512_mul_pd(__m512d a, __m512d b)
@@ -334,11 +338,20 @@ static inline __m512d _mm512_mul_pd(__m512d a, __m512d b)
     return a;
 }
 
-static inline __m512d _mm512_add_pd(__m512d a, __m512d b)
+static inline __m512d _mm512_mask_mul_pd(__m512d src, __mmask8 k, __m512d a, __m512d b)
 {
     for (int i = 0; i < 8; i++)
-        a.f64[i] = a.f64[i] + b.f64[i];
-    return a;
+        if ((k >> i) & 1u)
+            src.f64[i] = a.f64[i] * b.f64[i];
+    return src;
+}
+
+static inline __m512d _mm512_mask_add_pd(__m512d src, __mmask8 k, __m512d a, __m512d b)
+{
+    for (int i = 0; i < 8; i++)
+        if ((k >> i) & 1u)
+            src.f64[i] = a.f64[i] + b.f64[i];
+    return src;
 }
 
 /* --- conversions and casts ------------------------------------------------------------------ */
@@ -405,6 +418,13 @@ static inline __m512 _mm512_loadu_ps(const float *p)
     return r;
 }
 
+static inline __m512i _mm512_loadu_si512(const void *p)
+{
+    __m512i r;
+    memcpy(&r, p, sizeof r);
+    return r;
+}
+
 static inline __m512d _mm512_loadu_pd(const double *p)
 {
     __m512d r;
@@ -418,6 +438,11 @@ static inline void _mm512_storeu_ps(float *p, __m512 a)
 }
 
 static inline void _mm512_storeu_pd(double *p, __m512d a)
+{
+    memcpy(p, &a, sizeof a);
+}
+
+static inline void _mm512_storeu_si512(void *p, __m512i a)
 {
     memcpy(p, &a, sizeof a);
 }
