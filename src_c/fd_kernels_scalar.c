@@ -20,11 +20,31 @@ static void resolve_scalar(const fd_params *p, uint64_t j0, const uint32_t *at, 
     }
 }
 
+/* Bit k of the result is bit 7 of byte k of x (eight bits gathered by one multiply: each
+ * product term lands on its own bit, so nothing carries). */
+static inline unsigned fd_byte_signs(uint64_t x)
+{
+    return (unsigned)((((x >> 7) & UINT64_C(0x0101010101010101)) * UINT64_C(0x0102040810204080)) >> 56);
+}
+
+/* For the eight bytes h_k of x, bytewise and without branches (SWAR): bit k of *below is
+ * h_k < t and bit k of *equal is h_k == t, where every byte of t8 is t.  Setting bit 7 of each
+ * byte before subtracting keeps borrows inside their bytes, so that bit 7 of a byte of z is
+ * "low 7 bits of h >= those of t"; the top bits are compared apart. */
+static inline void fd_bytes_compare(uint64_t x, uint64_t t8, unsigned *below, unsigned *equal)
+{
+    const uint64_t high = UINT64_C(0x8080808080808080);
+    uint64_t z = (x | high) - (t8 & ~high);
+    *below = fd_byte_signs((~x & t8) | (~(x ^ t8) & ~z));
+    uint64_t v = x ^ t8; /* a byte of v is zero where h == t */
+    *equal = fd_byte_signs(~(((v & ~high) + ~high) | v));
+}
+
 static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint8_t *bits,
                           fd_prefetch *ahead)
 {
     fd_philox_key key = fd_philox_key_from_seed(p->seed);
-    uint32_t t_hi = p->threshold >> 24;
+    const uint64_t t8 = (p->threshold >> 24) * UINT64_C(0x0101010101010101);
     uint64_t ties_matter = fd_ties_matter(p) ? ~UINT64_C(0) : 0;
     uint32_t ties[FD_TIES_MAX + FD_TIES_PAD], tie_count = 0;
     uint64_t nblocks = (nbytes + 1) / 2;
@@ -38,14 +58,13 @@ static void decide_scalar(const fd_params *p, uint64_t j0, uint64_t nbytes, uint
         uint32_t words[4];
         fd_philox_block(fd_philox_counter_make(p->start + j0 / 16 + b, p->subsequence), key,
                         words);
-        /* All sixteen bytes compared without branching (the outcomes are random, so branches
-         * would be mispredicted). */
-        uint32_t keep = 0, tied = 0;
-        for (unsigned k = 0; k < 16; k++) {
-            uint32_t h = (words[k / 4] >> (8 * (k % 4))) & 0xffu;
-            keep |= (uint32_t)(h < t_hi) << k;
-            tied |= (uint32_t)(h == t_hi) << k;
-        }
+        /* Compared without branches: the outcomes are random, and a branch per byte would be
+         * mispredicted every few bytes. */
+        unsigned below[2], equal[2];
+        for (int half = 0; half < 2; half++)
+            fd_bytes_compare((uint64_t)words[2 * half] | (uint64_t)words[2 * half + 1] << 32, t8,
+                             &below[half], &equal[half]);
+        uint32_t keep = below[0] | below[1] << 8, tied = equal[0] | equal[1] << 8;
         unsigned bytes = nbytes - 2 * b < 2 ? 1 : 2;
         bits[2 * b] = (uint8_t)keep;
         if (bytes == 2)
