@@ -495,12 +495,12 @@ def stream_at(position: int, seed: int = 77, subsequence: int = 0) -> fastdrop.S
 @pytest.mark.parametrize("name", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("impl", [fastdrop, reference], ids=["fastdrop", "reference"])
 def test_call_that_would_wrap_is_refused(name, impl):
-    """With 2 blocks left, a 17-decision call (3 blocks) raises OverflowError saying how many
+    """With 2 blocks left, a 33-decision call (3 blocks) raises OverflowError saying how many
     blocks it needs and how many are left; x, out and the stream are unchanged.  A call that
     fits exactly ends at 2**64, after which any drawing call is refused but evaluation works."""
     dtype = dtype_named(name)
     stream = stream_at(2**64 - 2)
-    x = np.linspace(1, 2, 17).astype(dtype)
+    x = np.linspace(1, 2, 33).astype(dtype)
     out = np.full_like(x, 5)
     x_bytes, out_bytes = x.tobytes(), out.tobytes()
     with pytest.raises(OverflowError) as info:
@@ -511,7 +511,7 @@ def test_call_that_would_wrap_is_refused(name, impl):
     assert stream.position == 2**64 - 2
     assert x.tobytes() == x_bytes and out.tobytes() == out_bytes
 
-    y, mask = impl.dropout(x[:16], 0.5, stream=stream)
+    y, mask = impl.dropout(x[:32], 0.5, stream=stream)
     assert mask.start == 2**64 - 2 and stream.position == 2**64
     with pytest.raises(OverflowError, match=r"\b1\b"):
         impl.dropout(x[:1], 0.5, stream=stream)
@@ -521,16 +521,16 @@ def test_call_that_would_wrap_is_refused(name, impl):
 
 
 def test_huge_logical_size_refused_before_allocating():
-    """A call on a broadcast x of 2**40 elements (2**37 blocks) with 2**36 blocks left is refused
-    with OverflowError naming the 137438953472 blocks it needs, before any output is allocated
+    """A call on a broadcast x of 2**40 elements (2**36 blocks) with 2**35 blocks left is refused
+    with OverflowError naming the 68719476736 blocks it needs, before any output is allocated
     (which would need 2 TiB), and the stream does not move."""
     x = np.broadcast_to(np.float16(1), (2**20, 2**20))
-    stream = stream_at(2**64 - 2**36)
-    with pytest.raises(OverflowError, match=str(2**37)):
+    stream = stream_at(2**64 - 2**35)
+    with pytest.raises(OverflowError, match=str(2**36)):
         fastdrop.dropout(x, 0.5, stream=stream, store="bits")
-    assert stream.position == 2**64 - 2**36
+    assert stream.position == 2**64 - 2**35
     layer = fastdrop.Dropout(0.5, seed=1, mc=True).eval()
     layer.stream.reserve(2**64 - 1)
     with pytest.raises(OverflowError, match=r"\b2\b"):
-        layer(np.ones(9, np.float16))  # Monte-Carlo evaluation draws, so it is refused too
+        layer(np.ones(17, np.float16))  # Monte-Carlo evaluation draws, so it is refused too
     assert layer.stream.position == 2**64 - 1
