@@ -22,7 +22,7 @@ Outputs and gradients live in memory NumPy allocated (see `_as_tensor`), so, lik
 more come from a cache of freed outputs, as PyTorch's CUDA allocator does for GPU memory: see
 `empty_cache`, `cached_bytes` and `set_cache_limit`.
 
-Importing this module needs PyTorch (``pip install "fastdrop[torch]"``); ``import fastdrop``
+Importing this module needs PyTorch (``pip install "fastdropout[torch]"``); ``import fastdrop``
 does not.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only where torch is missing
     raise ImportError(
         "fastdrop.torch needs PyTorch, which is not installed: "
-        "pip install \"fastdrop[torch]\" (torch==2.13.0, CPU)") from error
+        "pip install \"fastdropout[torch]\" (PyTorch 2.4 or newer)") from error
 
 import torch.autograd.forward_ad as _forward_ad
 
@@ -89,7 +89,7 @@ def _refuse(tensor: torch.Tensor, name: str) -> None:
     if tensor.layout is not torch.strided or tensor.is_nested:
         layout = "is a nested tensor" if tensor.is_nested else f"has layout {tensor.layout}"
         raise TypeError(f"fastdrop.torch needs a strided (dense) tensor; {name} {layout}")
-    hint = (" (bfloat16 needs the ml_dtypes package: pip install \"fastdrop[bfloat16]\")"
+    hint = (" (bfloat16 needs the ml_dtypes package: pip install \"fastdropout[bfloat16]\")"
             if tensor.dtype is torch.bfloat16 else "")
     raise TypeError(f"fastdrop.torch serves {_SERVED} tensors; {name} has dtype "
                     f"{tensor.dtype}{hint}")

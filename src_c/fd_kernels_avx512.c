@@ -13,7 +13,7 @@
 #  define FD_AVX512
 #else
 #  include <immintrin.h>
-#  define FD_AVX512 __attribute__((target("avx512f,avx512bw")))
+#  define FD_AVX512 FD_TARGET("avx512f,avx512bw")
 #endif
 
 #include "fd_philox.h"

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="torch is not installed: pip install \"fastdrop[torch]\" to test the "
+    "torch", reason="torch is not installed: pip install \"fastdropout[torch]\" to test the "
                     "PyTorch adapter")
 
 import torch.autograd.forward_ad as fwAD  # noqa: E402
