@@ -44,6 +44,31 @@ except ImportError as error:  # pragma: no cover - exercised only where torch is
 
 import torch.autograd.forward_ad as _forward_ad
 
+# The parts of torch, private ones among them, that the routing below relies on (tested with
+# torch 2.13): a torch that lacks one gets this clear ImportError, not an AttributeError in the
+# middle of a training step.
+_TORCH_NEEDS = ("library.custom_op", "library.register_fake", "_C._get_tracing_state",
+                "_C._len_torch_dispatch_stack", "_C._are_functorch_transforms_active",
+                "_C._functorch.get_interpreter_stack", "_C._functorch.TransformType",
+                "_C._dispatch_keys", "_C.DispatchKeySet", "_C.DispatchKey", "_C._FunctionBase",
+                "autograd.forward_ad._current_level", "Tensor._is_view")
+
+
+def _torch_lacks(path: str) -> bool:
+    thing = torch
+    for name in path.split("."):
+        if not hasattr(thing, name):
+            return True
+        thing = getattr(thing, name)
+    return False
+
+
+if any(_torch_lacks(path) for path in _TORCH_NEEDS):
+    raise ImportError(
+        f"fastdrop.torch does not support torch {torch.__version__}, which lacks "
+        f"{', '.join('torch.' + path for path in _TORCH_NEEDS if _torch_lacks(path))}; it is "
+        "tested with torch 2.13")
+
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
 from fastdrop._core import DropoutMask, Stream
