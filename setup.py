@@ -1,5 +1,6 @@
 """Builds fastdrop's compiled core: the Cython wrapper fastdrop/_core.pyx and the C kernels in
-src_c/, with OpenMP when the compiler has it (FASTDROP_OPENMP=0 builds without)."""
+src_c/, with OpenMP when the compiler has it (FASTDROP_OPENMP=0 builds without), and without
+debug information (FASTDROP_DEBUG_INFO=1 keeps it)."""
 import glob
 import os
 import sys
@@ -33,16 +34,30 @@ def openmp_flags(compiler):
     return flag
 
 
+def release_flags(compiler):
+    """The compile and link flags that leave debug information out of the extension.
+
+    Python's own compile flags ask GCC and clang for it (-g): several times the size of the code.
+    -g0, last on the command line, takes that back; -s drops the symbol table as well, except on
+    macOS, whose linker ignores it.  MSVC writes debug information only when asked (/Zi)."""
+    if compiler.compiler_type == "msvc" or os.environ.get("FASTDROP_DEBUG_INFO", "0") == "1":
+        return [], []
+    return ["-g0"], ([] if sys.platform == "darwin" else ["-s"])
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         flag = openmp_flags(self.compiler)
         if flag is None:
             print("fastdrop: building without OpenMP (single-threaded kernels)", file=sys.stderr)
+        compile_flags, link_flags = release_flags(self.compiler)
         for ext in self.extensions:
             if flag is not None:
                 ext.extra_compile_args.append(flag)
                 if self.compiler.compiler_type != "msvc":
                     ext.extra_link_args.append(flag)
+            ext.extra_compile_args.extend(compile_flags)
+            ext.extra_link_args.extend(link_flags)
         super().build_extensions()
 
 

@@ -1158,10 +1158,10 @@ def report(results: Results, machine: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The plot (matplotlib: the optional extra fastdrop[plot])
+# The plot (matplotlib: the optional extra fastdropout[plot])
 # ---------------------------------------------------------------------------------------------
 
-PLOT_INSTALL_HINT = 'pip install "fastdrop[plot]"'
+PLOT_INSTALL_HINT = 'pip install "fastdropout[plot]"'
 
 
 def plot_available() -> Optional[str]:
@@ -1198,7 +1198,7 @@ def plot(records: Sequence[Record], path: str, title: str = "") -> None:
     Raises
     ------
     ImportError
-        When matplotlib is not installed (``pip install "fastdrop[plot]"``).
+        When matplotlib is not installed (``pip install "fastdropout[plot]"``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -2,7 +2,7 @@
 
 Every experiment is a function that runs live on fastdrop and returns its numbers (a frozen
 dataclass), so that tests can check them; `format_report` turns them into plain words and `plot`
-draws them (matplotlib, the optional extra ``fastdrop[plot]``).
+draws them (matplotlib, the optional extra ``fastdropout[plot]``).
 
 The experiments, in the order of the thread's questions:
 
@@ -1007,7 +1007,7 @@ def plot(report: Report, directory: str) -> List[str]:
     Raises
     ------
     ImportError
-        When matplotlib is not installed (``pip install "fastdrop[plot]"``).
+        When matplotlib is not installed (``pip install "fastdropout[plot]"``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -22,7 +22,7 @@ Outputs and gradients live in memory NumPy allocated (see `_as_tensor`), so, lik
 more come from a cache of freed outputs, as PyTorch's CUDA allocator does for GPU memory: see
 `empty_cache`, `cached_bytes` and `set_cache_limit`.
 
-Importing this module needs PyTorch (``pip install "fastdrop[torch]"``); ``import fastdrop``
+Importing this module needs PyTorch (``pip install "fastdropout[torch]"``); ``import fastdrop``
 does not.
 """
 from __future__ import annotations
@@ -40,9 +40,34 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only where torch is missing
     raise ImportError(
         "fastdrop.torch needs PyTorch, which is not installed: "
-        "pip install \"fastdrop[torch]\" (torch==2.13.0, CPU)") from error
+        "pip install \"fastdropout[torch]\" (PyTorch 2.4 or newer)") from error
 
 import torch.autograd.forward_ad as _forward_ad
+
+# The parts of torch, private ones among them, that the routing below relies on (tested with
+# torch 2.13): a torch that lacks one gets this clear ImportError, not an AttributeError in the
+# middle of a training step.
+_TORCH_NEEDS = ("library.custom_op", "library.register_fake", "_C._get_tracing_state",
+                "_C._len_torch_dispatch_stack", "_C._are_functorch_transforms_active",
+                "_C._functorch.get_interpreter_stack", "_C._functorch.TransformType",
+                "_C._dispatch_keys", "_C.DispatchKeySet", "_C.DispatchKey", "_C._FunctionBase",
+                "autograd.forward_ad._current_level", "Tensor._is_view")
+
+
+def _torch_lacks(path: str) -> bool:
+    thing = torch
+    for name in path.split("."):
+        if not hasattr(thing, name):
+            return True
+        thing = getattr(thing, name)
+    return False
+
+
+if any(_torch_lacks(path) for path in _TORCH_NEEDS):
+    raise ImportError(
+        f"fastdrop.torch does not support torch {torch.__version__}, which lacks "
+        f"{', '.join('torch.' + path for path in _TORCH_NEEDS if _torch_lacks(path))}; it is "
+        "tested with torch 2.13")
 
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
@@ -89,7 +114,7 @@ def _refuse(tensor: torch.Tensor, name: str) -> None:
     if tensor.layout is not torch.strided or tensor.is_nested:
         layout = "is a nested tensor" if tensor.is_nested else f"has layout {tensor.layout}"
         raise TypeError(f"fastdrop.torch needs a strided (dense) tensor; {name} {layout}")
-    hint = (" (bfloat16 needs the ml_dtypes package: pip install \"fastdrop[bfloat16]\")"
+    hint = (" (bfloat16 needs the ml_dtypes package: pip install \"fastdropout[bfloat16]\")"
             if tensor.dtype is torch.bfloat16 else "")
     raise TypeError(f"fastdrop.torch serves {_SERVED} tensors; {name} has dtype "
                     f"{tensor.dtype}{hint}")

@@ -65,6 +65,66 @@ static const fd_kernels *kernels_for(fd_simd path)
     }
 }
 
+#if FD_ENABLE_AVX2 || FD_ENABLE_AVX512
+/* What the CPU supports and the operating system saves across context switches, read from CPUID
+ * and XCR0 directly: __builtin_cpu_supports is GCC's and clang's only, and not every clang
+ * knows "f16c".  MSVC has intrinsics for both instructions; GCC and clang, cpuid.h and asm. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t regs[4])
+{
+    int r[4];
+    __cpuidex(r, (int)leaf, (int)subleaf);
+    for (int i = 0; i < 4; i++)
+        regs[i] = (uint32_t)r[i];
+}
+static uint64_t xcr0(void) { return _xgetbv(0); }
+#else
+#include <cpuid.h>
+static void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t regs[4])
+{
+    __cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);
+}
+static uint64_t xcr0(void)
+{
+    uint32_t low, high;
+    __asm__ __volatile__("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+    return ((uint64_t)high << 32) | low;
+}
+#endif
+
+static int cpu_bit(uint32_t reg, int bit) { return (reg >> bit) & 1u; }
+
+typedef struct cpu_features {
+    int avx2_f16c;
+    int avx512f_bw;
+} cpu_features;
+
+static cpu_features cpu_features_read(void)
+{
+    cpu_features has = {0, 0};
+    uint32_t regs[4];
+    cpuid(0, 0, regs);
+    if (regs[0] < 7) /* the highest leaf */
+        return has;
+    cpuid(1, 0, regs);
+    uint32_t ecx1 = regs[2];
+    cpuid(7, 0, regs);
+    uint32_t ebx7 = regs[1];
+    /* XGETBV exists once the operating system has turned XSAVE on (OSXSAVE). */
+    if (!cpu_bit(ecx1, 27))
+        return has;
+    uint64_t saved = xcr0();
+    int ymm_saved = (saved & 0x6) == 0x6;                 /* XMM and YMM state */
+    int zmm_saved = ymm_saved && (saved & 0xE0) == 0xE0;  /* opmask, ZMM_Hi256, Hi16_ZMM */
+    has.avx2_f16c = ymm_saved && cpu_bit(ecx1, 28) /* AVX */ && cpu_bit(ecx1, 29) /* F16C */ &&
+                    cpu_bit(ebx7, 5) /* AVX2 */;
+    has.avx512f_bw = zmm_saved && cpu_bit(ebx7, 16) /* AVX512F */ &&
+                     cpu_bit(ebx7, 30) /* AVX512BW */;
+    return has;
+}
+#endif
+
 int fd_simd_supported(fd_simd path)
 {
     switch (path) {
@@ -72,12 +132,11 @@ int fd_simd_supported(fd_simd path)
         return 1;
 #if FD_ENABLE_AVX2
     case FD_SIMD_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        return cpu_features_read().avx2_f16c;
 #endif
 #if FD_ENABLE_AVX512
     case FD_SIMD_AVX512:
-        return FD_AVX512_EMULATED ||
-               (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"));
+        return FD_AVX512_EMULATED || cpu_features_read().avx512f_bw;
 #endif
     default:
         return 0;

@@ -15,18 +15,35 @@
 
 #include "fd_dropout.h"
 
-/* Build knobs: 1 to compile the AVX2 / AVX-512 paths.  They need GCC or clang (for per-function
- * target attributes) on x86-64; -DFD_ENABLE_AVX2=0 or -DFD_ENABLE_AVX512=0 leave a path out. */
-#if defined(__GNUC__) && defined(__x86_64__)
-#  define FD_X86_GNUC 1
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h> /* _BitScanForward64 */
+#endif
+
+/* Build knobs: 1 to compile the AVX2 / AVX-512 paths.  They need x86-64 and GCC or clang, which
+ * compile each path's functions for its instruction set through target attributes (FD_TARGET),
+ * or MSVC, which emits any intrinsic in any function; -DFD_ENABLE_AVX2=0 or -DFD_ENABLE_AVX512=0
+ * leave a path out. */
+#if (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)) && \
+    (defined(__x86_64__) || (defined(_M_X64) && !defined(_M_ARM64EC)))
+#  define FD_X86_SIMD 1
 #else
-#  define FD_X86_GNUC 0
+#  define FD_X86_SIMD 0
 #endif
 #ifndef FD_ENABLE_AVX2
-#  define FD_ENABLE_AVX2 FD_X86_GNUC
+#  define FD_ENABLE_AVX2 FD_X86_SIMD
 #endif
 #ifndef FD_ENABLE_AVX512
-#  define FD_ENABLE_AVX512 FD_X86_GNUC
+#  define FD_ENABLE_AVX512 FD_X86_SIMD
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#  define FD_TARGET(features) __attribute__((target(features)))
+#  define FD_ALWAYS_INLINE __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#  define FD_TARGET(features)
+#  define FD_ALWAYS_INLINE __forceinline
+#else
+#  define FD_TARGET(features)
+#  define FD_ALWAYS_INLINE
 #endif
 /* Test builds only: 1 compiles the AVX-512 path against src_c/tests/emulated_avx512.h, a
  * portable C model of its intrinsics, and counts it as supported on any CPU, so that the tests
@@ -143,8 +160,12 @@ typedef char fd_ties_max_holds_a_step[FD_TIES_MAX >= FD_TIES_STEP ? 1 : -1];
 
 static inline unsigned fd_lowest_bit(uint64_t mask)
 {
-#if defined(__GNUC__)
+#if defined(__GNUC__) || defined(__clang__)
     return (unsigned)__builtin_ctzll(mask);
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
+    unsigned long index;
+    _BitScanForward64(&index, mask);
+    return (unsigned)index;
 #else
     unsigned i = 0;
     while (!((mask >> i) & 1u))

@@ -23,7 +23,7 @@
 
 #include "fd_philox.h"
 
-#define FD_AVX2 __attribute__((target("avx2,f16c")))
+#define FD_AVX2 FD_TARGET("avx2,f16c")
 
 /* The 32x32->64 products of eight lanes by m, split into high and low words.  AVX2's widening
  * multiply takes the even lanes only, so the odd lanes are shifted down and multiplied
@@ -74,7 +74,7 @@ FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m25
  * Always inlined, so that each call's constant `groups` unrolls the loops. */
 #define FD_PHILOX_GROUPS 4
 
-FD_AVX2 static inline __attribute__((always_inline)) void philox8_rounds(
+FD_AVX2 static inline FD_ALWAYS_INLINE void philox8_rounds(
     const philox8_keys *keys, int groups, __m256i x[][4])
 {
     const __m256i m0 = _mm256_set1_epi32((int)FD_PHILOX_M0);
@@ -93,7 +93,7 @@ FD_AVX2 static inline __attribute__((always_inline)) void philox8_rounds(
     }
 }
 
-FD_AVX2 static inline __attribute__((always_inline)) void philox8_groups(
+FD_AVX2 static inline FD_ALWAYS_INLINE void philox8_groups(
     const philox8_keys *keys, uint64_t first, uint64_t subsequence, int groups,
     __m256i x[][4])
 {

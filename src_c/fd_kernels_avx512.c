@@ -14,7 +14,7 @@
 #  define FD_AVX512
 #else
 #  include <immintrin.h>
-#  define FD_AVX512 __attribute__((target("avx512f,avx512bw")))
+#  define FD_AVX512 FD_TARGET("avx512f,avx512bw")
 #endif
 
 #include "fd_philox.h"
@@ -65,7 +65,7 @@ FD_AVX512 static void philox_lane_keys_init(philox_lane_keys *keys, uint64_t see
  * out.  The groups are independent and interleaved round by round, so that the latency of one
  * group's round is covered by the others'.  Always inlined, so that each call's constant
  * `groups` unrolls the loops. */
-FD_AVX512 static inline __attribute__((always_inline)) void philox_lanes(
+FD_AVX512 static inline FD_ALWAYS_INLINE void philox_lanes(
     const philox_lane_keys *keys, int groups, __m512i a[], __m512i b[])
 {
     const __m512i m0 = _mm512_set1_epi64((long long)FD_PHILOX_M0);

@@ -322,7 +322,7 @@ def test_peers_left_out_for_dtypes_they_do_not_take(monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                    reason='matplotlib is not installed (pip install "fastdrop[plot]")')
+                    reason='matplotlib is not installed (pip install "fastdropout[plot]")')
 def test_bench_plot_writes_a_png(tmp_path, capsys):
     path = tmp_path / "throughput.png"
     assert main(TINY + ["--sizes", "1000", "2e3", "--no-channel", "--plot", str(path)]) == 0
@@ -342,7 +342,7 @@ def test_bench_plot_without_matplotlib_fails_before_the_benchmark(tmp_path, monk
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert "--plot" in err and "matplotlib" in err and 'pip install "fastdrop[plot]"' in err
+    assert "--plot" in err and "matplotlib" in err and 'pip install "fastdropout[plot]"' in err
     assert ran == [] and not path.exists()
 
 

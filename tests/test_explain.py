@@ -348,7 +348,7 @@ def test_cli_explain_defaults():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                    reason='matplotlib is not installed (pip install "fastdrop[plot]")')
+                    reason='matplotlib is not installed (pip install "fastdropout[plot]")')
 def test_cli_explain_plot_writes_pngs(cached_run, tmp_path, capsys):
     directory = tmp_path / "figures"
     assert main(["explain", "--plot", str(directory)]) == 0
@@ -368,7 +368,7 @@ def test_cli_explain_plot_without_matplotlib_fails_before_the_experiments(
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert "--plot" in err and 'pip install "fastdrop[plot]"' in err
+    assert "--plot" in err and 'pip install "fastdropout[plot]"' in err
     assert cached_run == [] and not (tmp_path / "figures").exists()
 
 

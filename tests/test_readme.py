@@ -24,7 +24,7 @@ def test_readme_has_examples():
 def test_readme_example_prints_what_it_says(code, output):
     if "import torch" in code:
         pytest.importorskip("torch", reason="the PyTorch example needs torch: pip install "
-                                            "\"fastdrop[torch]\"")
+                                            "\"fastdropout[torch]\"")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(code, str(README), "exec"), {"__name__": "readme"})

@@ -16,7 +16,12 @@ compiles the AVX-512 path against src_c/tests/emulated_avx512.h (a portable C mo
 intrinsics) and counts it as supported, so that the path is compared with the scalar path, and
 its vector loads and stores are watched by AddressSanitizer, on machines without AVX-512 too.
 
-Skipped, with the reason shown, only where no C compiler or no sanitizer runtime is available.
+Builds beyond this machine's default (issue 17 item 6), each where its tools are installed:
+the harness built with clang, built without OpenMP, and cross-compiled for aarch64 (the portable
+path) and run under qemu-user; and the C core compiled for an MSVC target.
+
+Skipped, with the reason shown, only where no C compiler or no sanitizer runtime is available
+(and, for the builds above, where clang, the cross compiler or qemu-user is not installed).
 """
 from __future__ import annotations
 
@@ -44,14 +49,14 @@ def _compiler_or_skip():
         pytest.skip("the sanitizer build is set up for Linux compilers")
 
 
-def _build(tmp_path, name, flags):
-    """Compiles the harness with `flags`, with OpenMP when the compiler has it.  Returns the
-    executable, or (None, the compiler's complaint)."""
+def _build(tmp_path, name, flags, compiler=COMPILER, openmp=True):
+    """Compiles the harness with `compiler` and `flags`, with OpenMP when `openmp` is true and
+    the compiler has it.  Returns the executable, or (None, the compiler's complaint)."""
     sources = [str(HARNESS)] + sorted(str(p) for p in SRC.glob("fd_*.c"))
     exe = tmp_path / name
     error = ""
-    for openmp in (["-fopenmp"], []):
-        command = [COMPILER, "-std=c11", "-g", "-ffp-contract=off", *flags, *openmp,
+    for openmp_flags in (["-fopenmp"], []) if openmp else ([],):
+        command = [compiler, "-std=c11", "-g", "-ffp-contract=off", *flags, *openmp_flags,
                    f"-I{SRC}", *sources, "-o", str(exe), "-lm"]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode == 0:
@@ -60,9 +65,10 @@ def _build(tmp_path, name, flags):
     return None, error
 
 
-def _run(exe, env_extra):
+def _run(exe, env_extra, launcher=()):
     env = dict(os.environ, **env_extra)
-    result = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([*launcher, str(exe)], capture_output=True, text=True, env=env,
+                            timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert "0 failures" in result.stdout, output[-6000:]
@@ -118,6 +124,102 @@ def test_kernels_optimised_build(tmp_path, build):
     output = _run(exe, {})
     _check_emulated(build, output)
     print(output.strip().splitlines()[-1])
+
+
+def _tool_or_skip(name, why):
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed ({why})")
+    return path
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_kernels_built_with_clang(tmp_path, build):
+    """The C core builds with clang as well as GCC (the macOS wheels are built with Apple's
+    clang), with OpenMP where clang finds it, and passes the same checks at -O3.  Before issue 17
+    clang 14 refused the AVX2 path's CPU check, __builtin_cpu_supports("f16c")."""
+    _compiler_or_skip()
+    clang = _tool_or_skip("clang", "the clang build of the C core")
+    exe, error = _build(tmp_path, "test_kernels_clang", ["-O3", "-Wall", "-Wextra", *build],
+                        compiler=clang)
+    assert exe is not None, error
+    output = _run(exe, {})
+    _check_emulated(build, output)
+    print(output.strip().splitlines()[-1])
+
+
+def test_kernels_built_without_openmp(tmp_path):
+    """What setup.py builds where the compiler has no OpenMP (Apple's clang) or with
+    FASTDROP_OPENMP=0: a single-threaded core that passes the same checks."""
+    _compiler_or_skip()
+    exe, error = _build(tmp_path, "test_kernels_serial", ["-O3", "-Wall", "-Wextra"],
+                        openmp=False)
+    assert exe is not None, error
+    output = _run(exe, {})
+    assert "OpenMP off" in output, output[-6000:]
+    print(output.strip().splitlines()[-1])
+
+
+def test_kernels_on_aarch64_under_qemu(tmp_path):
+    """The portable path, cross-compiled for aarch64 (the Linux aarch64 wheels) and run under
+    qemu-user: the known answers and the kernels' checks, threaded calls and the caller's FPCR
+    included.  Built without the fork handler (FD_FORK_HANDLERS=0), which leaves out the
+    harness's fork check: qemu-user itself aborts (an assertion in its CPU loop) when a child
+    forked from a threaded process starts threads."""
+    _compiler_or_skip()
+    cross = _tool_or_skip("aarch64-linux-gnu-gcc", "Debian's gcc-aarch64-linux-gnu")
+    qemu = _tool_or_skip("qemu-aarch64", "Debian's qemu-user")
+    sysroot = pathlib.Path("/usr/aarch64-linux-gnu")
+    if not (sysroot / "lib").is_dir():
+        pytest.skip(f"no aarch64 C library at {sysroot} (Debian's libc6-dev-arm64-cross)")
+    exe, error = _build(tmp_path, "test_kernels_aarch64", ["-O3", "-DFD_FORK_HANDLERS=0"],
+                        compiler=cross)
+    assert exe is not None, error
+    output = _run(exe, {"QEMU_LD_PREFIX": str(sysroot)}, launcher=[qemu])
+    assert "1 SIMD paths" in output, output[-6000:]
+    print(output.strip().splitlines()[-1])
+
+
+# The C library headers the C core includes, as far as a syntax check for another platform
+# needs them: what clang's own headers do not provide for an MSVC target.
+MSVC_STUB_HEADERS = {
+    "string.h": "#include <stddef.h>\nvoid *memcpy(void *, const void *, size_t);\n"
+                "void *memmove(void *, const void *, size_t);\n"
+                "void *memset(void *, int, size_t);\n"
+                "int memcmp(const void *, const void *, size_t);\n",
+    "stdlib.h": "#include <stddef.h>\nvoid *malloc(size_t);\nvoid free(void *);\n",
+    "malloc.h": "#include <stddef.h>\nvoid *_aligned_malloc(size_t, size_t);\n"
+                "void _aligned_free(void *);\n",
+    "setjmp.h": "typedef int jmp_buf[16];\n",
+}
+
+
+def test_core_compiles_for_msvc(tmp_path):
+    """The C core as MSVC sees it (x86-64 Windows, _MSC_VER, neither __GNUC__ nor __clang__),
+    compiled by clang for that target: the AVX2 and AVX-512 paths are built, with no GNU
+    attribute, and the CPU check reads CPUID and XCR0 through MSVC's intrinsics.  The -m flags
+    stand for MSVC emitting any intrinsic in any function.  Only a compilation: nothing runs."""
+    clang = _tool_or_skip("clang", "the MSVC-target compilation of the C core")
+    stubs = tmp_path / "include"
+    stubs.mkdir()
+    for name, text in MSVC_STUB_HEADERS.items():
+        (stubs / name).write_text("#pragma once\n" + text)
+    for source in sorted(SRC.glob("fd_*.c")):
+        obj = tmp_path / (source.stem + ".obj")
+        result = subprocess.run(
+            [clang, "--target=x86_64-pc-windows-msvc", "-fms-compatibility-version=19.40",
+             "-U__clang__", "-Wno-builtin-macro-redefined", "-std=c11", "-O1", "-Wall",
+             "-Werror=vla", "-Werror=implicit-function-declaration", "-mavx2", "-mf16c",
+             "-mavx512f", "-mavx512bw", "-mxsave", "-isystem", str(stubs), f"-I{SRC}", "-c",
+             str(source), "-o", str(obj)], capture_output=True, text=True)
+        if result.returncode != 0 and "unknown target" in result.stderr:
+            pytest.skip(f"{clang} cannot target x86_64-pc-windows-msvc")
+        assert result.returncode == 0, f"{source.name}:\n{result.stderr[-4000:]}"
+    # The paths' tables are defined symbols: names in the objects' string tables, each ending in
+    # a NUL (the source file names, fd_kernels_avx2.c and the like, are there too).
+    objects = b"".join(obj.read_bytes() for obj in tmp_path.glob("*.obj"))
+    for table in ("fd_kernels_avx2", "fd_kernels_avx512"):
+        assert table.encode() + b"\0" in objects, f"{table} is not built for MSVC"
 
 
 VALGRIND_SCRIPT = """

@@ -3,6 +3,7 @@ compared with the reference in test_reference_equality.py, test_decisions.py and
 test_backward.py, which run once per supported path)."""
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 import tempfile
@@ -61,3 +62,19 @@ def test_set_simd_path_refuses_unknown_names():
     with pytest.raises(ValueError, match="not available"):
         _core.set_simd_path("sse9")
     assert fastdrop.simd_path() in _core.simd_paths()
+
+
+def test_supported_paths_are_those_the_cpu_flags_allow():
+    """The C core's CPU check (CPUID and XCR0, src_c/fd_dropout.c) agrees with the flags that
+    Linux reports, which it clears where the operating system does not save a feature's
+    registers: AVX2 with F16C for the AVX2 path, AVX-512 F and BW for the AVX-512 path."""
+    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
+        pytest.skip("checked against /proc/cpuinfo on x86-64 Linux")
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+        flags = next(line for line in cpuinfo if line.startswith("flags")).split(":")[1].split()
+    expected = ["scalar"]
+    if {"avx2", "f16c"} <= set(flags):
+        expected.append("avx2")
+    if {"avx512f", "avx512bw"} <= set(flags):
+        expected.append("avx512")
+    assert _core.simd_paths() == expected

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="torch is not installed: pip install \"fastdrop[torch]\" to test the "
+    "torch", reason="torch is not installed: pip install \"fastdropout[torch]\" to test the "
                     "PyTorch adapter")
 
 import fastdrop  # noqa: E402
@@ -772,7 +772,7 @@ def test_import_without_torch():
             "    print(error)\n")
     done = run_python(code)
     assert done.returncode == 0, done.stderr
-    assert "fastdrop.torch needs PyTorch" in done.stdout and "fastdrop[torch]" in done.stdout
+    assert "fastdrop.torch needs PyTorch" in done.stdout and "fastdropout[torch]" in done.stdout
 
 
 def test_bfloat16_without_ml_dtypes_says_what_is_missing(tmp_path):

@@ -3,11 +3,13 @@
 (manual_seed, fork_rng, RNG state, checkpointing, deep copies), forward-mode AD, torch.func.vmap's
 randomness modes, torch.library.opcheck, torch.compile, torch.export and torch.jit."""
 import copy
+import subprocess
+import sys
 
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="torch is not installed: pip install \"fastdrop[torch]\" to test the "
+    "torch", reason="torch is not installed: pip install \"fastdropout[torch]\" to test the "
                     "PyTorch adapter")
 
 import torch.autograd.forward_ad as fwAD  # noqa: E402
@@ -489,3 +491,15 @@ def test_jit_trace_records_the_operators_and_script_is_refused():
     assert torch.equal(traced(x), expected)
     with pytest.raises(RuntimeError, match="does not support TorchScript.*torch.compile"):
         torch.jit.script(torch.nn.Sequential(torch.nn.Linear(3, 3), fdt.Dropout()))
+
+
+def test_a_torch_without_what_the_adapter_needs_is_refused_at_import(tmp_path):
+    """A torch lacking one of the private functions the routing relies on gets a clear
+    ImportError that names it, instead of an AttributeError in a training step."""
+    script = ("import torch, pytest\n"
+              "del torch._C._len_torch_dispatch_stack\n"
+              "with pytest.raises(ImportError, match=r'lacks torch\\._C\\._len_torch_dispatch_stack'):\n"
+              "    import fastdrop.torch\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)  # not the source tree's fastdrop/
+    assert done.returncode == 0, done.stdout + done.stderr
