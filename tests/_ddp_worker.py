@@ -54,6 +54,10 @@ def main() -> None:
             optimizer.step()
         parameters = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
         np.savez(output, masks=np.stack(masks), parameters=parameters)
+        # Both ranks done before either tears gloo down: a rank whose peer closed the
+        # connection under it was seen to abort ("terminate called without an active
+        # exception") on a loaded machine.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
