@@ -192,6 +192,22 @@ static inline uint32_t fd_ties_add(uint32_t *at, uint32_t count, uint64_t mask, 
     return count;
 }
 
+/* The end of every SIMD path's decision step for eight blocks: `keep` and `tied` hold their 128
+ * decisions in order (bit i of the pair for decision i0 + i).  Writes the first `count` bytes of
+ * kept bits to out, lists the ties among those decisions, and returns the new tie count. */
+static inline uint32_t fd_decisions_store(const uint64_t keep[2], uint64_t tied[2],
+                                          uint64_t count, uint8_t *out, uint32_t *ties,
+                                          uint32_t tie_count, uint32_t i0)
+{
+    if (count < 16) {
+        tied[0] &= count >= 8 ? ~UINT64_C(0) : (UINT64_C(1) << (8 * count)) - 1;
+        tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
+    }
+    memcpy(out, keep, (size_t)(count < 16 ? count : 16));
+    tie_count = fd_ties_add(ties, tie_count, tied[0], i0);
+    return fd_ties_add(ties, tie_count, tied[1], i0 + 64);
+}
+
 /* The refinement block of decision j0 of a call, as the 128-bit counter (low, high): block
  * d / 4 = 4 start + j0 / 4 of subsequence 2**63 + subsequence.  4 start can pass 2**64; the
  * counter then carries into its high half, as 128-bit arithmetic would.  Decision j0 + i (i a

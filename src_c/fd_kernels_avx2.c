@@ -207,13 +207,7 @@ FD_AVX2 static inline uint32_t decide8(const __m256i x[4], uint32_t t_hi, uint64
     }
     tied[0] &= ties_matter;
     tied[1] &= ties_matter;
-    if (count < 16) {
-        tied[0] &= count >= 8 ? ~UINT64_C(0) : (UINT64_C(1) << (8 * count)) - 1;
-        tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
-    }
-    memcpy(out, keep, (size_t)(count < 16 ? count : 16));
-    tie_count = fd_ties_add(ties, tie_count, tied[0], i0);
-    return fd_ties_add(ties, tie_count, tied[1], i0 + 64);
+    return fd_decisions_store(keep, tied, count, out, ties, tie_count, i0);
 }
 
 /* Whole steps of FD_PHILOX_GROUPS groups (16 bytes of decisions each), then the last bytes one

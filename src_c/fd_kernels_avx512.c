@@ -113,13 +113,7 @@ FD_AVX512 static inline uint32_t decide_lanes(__m512i a, __m512i b, __m512i t_hi
     uint64_t keep[2] = {_mm512_cmplt_epu8_mask(low, t_hi), _mm512_cmplt_epu8_mask(high, t_hi)};
     uint64_t tied[2] = {_mm512_cmpeq_epu8_mask(low, t_hi) & ties_matter,
                         _mm512_cmpeq_epu8_mask(high, t_hi) & ties_matter};
-    if (count < 16) {
-        tied[0] &= count >= 8 ? ~UINT64_C(0) : (UINT64_C(1) << (8 * count)) - 1;
-        tied[1] &= count <= 8 ? 0 : (UINT64_C(1) << (8 * (count - 8))) - 1;
-    }
-    memcpy(out, keep, (size_t)(count < 16 ? count : 16));
-    tie_count = fd_ties_add(ties, tie_count, tied[0], i0);
-    return fd_ties_add(ties, tie_count, tied[1], i0 + 64);
+    return fd_decisions_store(keep, tied, count, out, ties, tie_count, i0);
 }
 
 /* The refinement words of eight ties at once (see resolve_avx512). */
