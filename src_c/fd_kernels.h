@@ -208,6 +208,15 @@ static inline uint32_t fd_decisions_store(const uint64_t keep[2], uint64_t tied[
     return fd_ties_add(ties, tie_count, tied[1], i0 + 64);
 }
 
+/* Pads a list of n >= 1 ties to a multiple of eight with copies of its last tie, which patch the
+ * same bit again: the vector resolve passes then patch every lane, without a bound check whose
+ * exit a branch predictor would miss. */
+static inline void fd_ties_pad(uint32_t *ties, uint32_t n)
+{
+    for (uint32_t k = n; k % 8; k++)
+        ties[k] = ties[n - 1];
+}
+
 /* The refinement block of decision j0 of a call, as the 128-bit counter (low, high): block
  * d / 4 = 4 start + j0 / 4 of subsequence 2**63 + subsequence.  4 start can pass 2**64; the
  * counter then carries into its high half, as 128-bit arithmetic would.  Decision j0 + i (i a

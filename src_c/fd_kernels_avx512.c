@@ -149,17 +149,14 @@ FD_AVX512 static inline void tie_patch(const tie_lanes *t, const uint32_t *ties,
 }
 
 /* Decides the listed ties, decisions j0 + ties[k] for k < n, from their refinement words, eight
- * refinement blocks per vector and two vectors interleaved while at least sixteen remain.  The
- * list is padded to a multiple of eight with copies of its last tie, which patch the same bit
- * again: every lane is patched, without a bound check whose exit a branch predictor would
- * miss. */
+ * refinement blocks per vector and two vectors interleaved while at least sixteen remain (the
+ * list padded by fd_ties_pad). */
 FD_AVX512 static void resolve_avx512(const fd_params *p, const philox_lane_keys *keys,
                                      uint64_t j0, uint32_t *ties, uint32_t n, uint8_t *bits)
 {
     if (n == 0)
         return;
-    for (uint32_t k = n; k % 8; k++)
-        ties[k] = ties[n - 1];
+    fd_ties_pad(ties, n);
     uint64_t low, high;
     fd_refinement_counter(p, j0, &low, &high);
     const __m512i base_low = _mm512_set1_epi64((long long)low);
