@@ -143,7 +143,9 @@ int fd_simd_supported(fd_simd path)
     }
 }
 
-/* AVX-512 before AVX2 on every CPU that has both, Zen 4 included, whose 512-bit instructions
+/* The C core's own default, for callers that do not choose (the Python package times the
+ * paths at import and selects the fastest, fastdrop/_api.py).  AVX-512 before AVX2 on every
+ * CPU that has both, Zen 4 included, whose 512-bit instructions
  * run as two 256-bit halves: there the AVX-512 Philox round of 8 blocks is 12 halves, the AVX2
  * one 16 instructions, on the same four pipes (the bounds are worked out in
  * fd_kernels_avx512.c and fd_kernels_avx2.c), and the bodies select with masks where AVX2

@@ -29,9 +29,40 @@ def test_scalar_path_is_always_available():
     assert _core.simd_paths()[0] == "scalar"
 
 
-def test_import_picks_the_fastest_supported_path():
-    """Without FASTDROP_SIMD the fastest path that passed the probe is in use."""
-    assert fastdrop.simd_path() == _core.simd_paths()[-1]
+def test_import_uses_the_path_its_timings_found_fastest():
+    """Without FASTDROP_SIMD every path that passed the probe is timed at import, and the one
+    the timings call fastest is in use."""
+    timings = _api.simd_path_timings
+    assert list(timings) == _core.simd_paths()
+    assert all(0 < ns < float("inf") for ns in timings.values())
+    assert fastdrop.simd_path() == _api._fastest_path(timings)
+
+
+def test_the_widest_path_stays_unless_a_narrower_one_is_clearly_faster():
+    """Timings within the margin keep the widest path; a narrower path must beat it by more than
+    NARROWER_PATH_MARGIN, and the comparison is with the path chosen so far."""
+    margin = _api.NARROWER_PATH_MARGIN
+    assert _api._fastest_path({"scalar": 3.0, "avx2": 0.2, "avx512": 0.12}) == "avx512"
+    assert _api._fastest_path({"scalar": 3.0, "avx2": 0.2 * (1 - margin / 2), "avx512": 0.2}) \
+        == "avx512"
+    assert _api._fastest_path({"scalar": 3.0, "avx2": 0.2 * (1 - 2 * margin), "avx512": 0.2}) \
+        == "avx2"
+    assert _api._fastest_path({"scalar": 0.1, "avx2": 0.2, "avx512": 0.3}) == "scalar"
+    assert _api._fastest_path({"scalar": 1.0}) == "scalar"
+
+
+def test_path_timing_leaves_the_threads_as_it_found_them():
+    """The import's timer runs one thread (a path's kernels, not the thread count, are being
+    compared) and gives the caller's thread count back."""
+    before = (_core.simd_path(), _core.get_num_threads())
+    try:
+        _core.set_num_threads(2)
+        timings = _api._time_paths(_core.simd_paths())
+        assert _core.get_num_threads() == 2
+    finally:
+        _core.set_simd_path(before[0])
+        _core.set_num_threads(before[1])
+    assert list(timings) == _core.simd_paths()
 
 
 @pytest.mark.parametrize("path", _core.simd_paths())
@@ -53,8 +84,10 @@ def test_environment_variable_forces_a_path(path):
 
 def test_unavailable_path_in_environment_warns_and_falls_back():
     """A path the machine cannot run is refused with a warning, never used."""
-    result = run_python("import fastdrop; print(fastdrop.simd_path())", FASTDROP_SIMD="sse9")
-    assert result.stdout.strip() == _core.simd_paths()[-1]
+    result = run_python("import fastdrop; from fastdrop import _api; "
+                        "print(fastdrop.simd_path() == _api._fastest_path(_api.simd_path_timings))",
+                        FASTDROP_SIMD="sse9")
+    assert result.stdout.strip() == "True"
     assert "FASTDROP_SIMD" in result.stderr and "sse9" in result.stderr
 
 
