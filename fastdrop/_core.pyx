@@ -668,10 +668,23 @@ cdef int _BFLOAT16_TYPENUM = next((d.num for d, i in STORAGE_TYPES.items() if i 
                                   -1)
 
 
+cdef str _torch_hint(object a):
+    """For a PyTorch tensor (or any object of a class defined in torch, subclasses included),
+    where to go instead; "" for anything else.  Read from the class's module, so torch need not
+    be imported to tell."""
+    for cls in type(a).__mro__:
+        if (getattr(cls, "__module__", None) or "").partition(".")[0] == "torch":
+            return ("; for PyTorch tensors use fastdrop.torch (fastdrop.torch.dropout, "
+                    "fastdrop.torch.Dropout and the other torch.nn drop-ins), which runs the same "
+                    "kernels on the tensor's memory")
+    return ""
+
+
 cpdef int check_array(str name, object a) except -1:
     """The storage type (DTYPE_ constant) of array argument `a`, or an error naming it."""
     if not cnp.PyArray_Check(a):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}"
+                        f"{_torch_hint(a)}")
     cdef cnp.ndarray array = <cnp.ndarray>a
     cdef int typenum = cnp.PyArray_TYPE(array)
     cdef int index = -1
@@ -778,7 +791,8 @@ cpdef int check_out(object out, cnp.ndarray like, str like_name) except -1:
     """Refuses an `out` that cannot receive the result for `like` (named like_name).  Everything
     is read from the arrays' C-level fields: a subclass may override .shape, .dtype or .flags."""
     if not cnp.PyArray_Check(out):
-        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}"
+                        f"{_torch_hint(out)}")
     cdef cnp.ndarray array = <cnp.ndarray>out
     cdef cnp.dtype descr = <cnp.dtype>cnp.PyArray_DESCR(array)
     cdef cnp.dtype like_descr = <cnp.dtype>cnp.PyArray_DESCR(like)

@@ -46,6 +46,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dtype_name(text: str) -> str:
+    """A ``--dtypes`` entry; bfloat16 where ml_dtypes is missing gets the command that installs
+    it rather than argparse's list of valid choices, which leaves it out."""
+    if text == "bfloat16" and text not in bench.DTYPES:
+        raise argparse.ArgumentTypeError(
+            'bfloat16 needs the ml_dtypes package: pip install "fastdropout[bfloat16]"')
+    return text
+
+
 def _json_path(text: str) -> str:
     """A file path whose directory exists, checked before the benchmark spends its minute."""
     directory = os.path.dirname(os.path.abspath(text))
@@ -192,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "fastdrop forward against its targets and a channel-dropout table.")
     run.add_argument("--sizes", type=_size, nargs="+", default=list(bench.DEFAULT_SIZES),
                      metavar="N", help="elements per array (default: 1e4 1e6 6.4e7)")
-    run.add_argument("--dtypes", nargs="+", choices=bench.DTYPES,
+    run.add_argument("--dtypes", nargs="+", type=_dtype_name, choices=bench.DTYPES,
                      default=list(bench.DEFAULT_DTYPES), metavar="DTYPE",
                      help=f"from {', '.join(bench.DTYPES)} (default: "
                           f"{' '.join(bench.DEFAULT_DTYPES)})")

@@ -55,6 +55,7 @@ __all__ = [
     "WhyDivide",
     "classic_vs_inverted",
     "expectation",
+    "figures",
     "format_report",
     "make_moons",
     "mask_sharing",
@@ -70,6 +71,11 @@ __all__ = [
 KEEP_PROB = 0.8
 #: The sample counts of experiment 2.
 AVERAGE_COUNTS = (10, 100, 1_000, 10_000)
+#: Significant digits of every norm in the report: the 15 that a float64 holds faithfully
+#: (C's DBL_DIG), so that a norm and the product |m| x ||A|| equal to it read the same, where
+#: the shortest round-trip form (up to 17 digits) would show the last bit in which two roundings
+#: differ.
+NORM_DIGITS = 15
 #: Differences below this are rounding errors, printed as "< ROUNDING_LEVEL": their digits
 #: depend on the CPU's BLAS kernels.
 ROUNDING_LEVEL = 1e-12
@@ -826,9 +832,21 @@ def _at_rounding_level(difference: float) -> str:
     return f"= {difference:.3g}"
 
 
+def _norm_text(value: float) -> str:
+    """A norm as the report prints it: NORM_DIGITS significant digits."""
+    return f"{value:.{NORM_DIGITS}g}"
+
+
 def _matrix(a: np.ndarray) -> List[str]:
     return ["      [" + " ".join(f"{v:11.8f}" for v in row) + "]" for row in a]
 
+
+#: The report's first sentence: what "the thread" and "the course" are.
+INTRODUCTION = (
+    "The thread is a forum discussion in which learners of Andrew Ng's deep-learning course (the "
+    "course, whose NumPy exercises write inverted dropout as D = np.random.rand(*A.shape) < "
+    "keep_prob; A = A * D / keep_prob) asked why dropout divides by keep_prob; each section "
+    "below answers one of its questions.")
 
 SECTIONS = (
     "1. Why divide by keep_prob?",
@@ -858,7 +876,7 @@ def format_report(report: Report) -> str:
     q = w.keep_prob
     lines = ["fastdrop explain: the inverted-dropout questions, answered by measurement",
              f"(fastdrop {fastdrop.__version__}, numpy {np.__version__}; every number below was "
-             "computed just now, with fixed seeds)", ""]
+             "computed just now, with fixed seeds)", "", INTRODUCTION, ""]
 
     lines += [SECTIONS[0],
               f"  keep_prob q = {q} is a number in (0, 1), so dividing by it makes magnitudes "
@@ -869,11 +887,13 @@ def format_report(report: Report) -> str:
     lines += _matrix(w.A)
     inverse = f"(1/{q})"
     lines += [f"  B = A * {inverse} as in the thread: 1/{q} rounded once (to {1 / q!r}), then "
-              "multiplied in, as fastdrop does to the kept units.  Norms correctly rounded:",
-              f"    ||A||{' ' * (len(inverse) + 3)} = {w.norm_A!r}",
-              f"    ||A * {inverse}|| = {w.norm_scaled!r}   = {1 / q:g} x ||A||"]
+              "multiplied in, as fastdrop does to the kept units.  Norms correctly rounded, "
+              f"to {NORM_DIGITS} digits:",
+              f"    ||A||{' ' * (len(inverse) + 3)} = {_norm_text(w.norm_A)}",
+              f"    ||A * {inverse}|| = {_norm_text(w.norm_scaled)}   = {1 / q:g} x ||A||"]
     for factor, (norm, product) in w.scalars.items():
-        lines.append(f"    ||{factor:g} A|| = {norm:.15g}   |{factor:g}| x ||A|| = {product:.15g}")
+        lines.append(f"    ||{factor:g} A|| = {_norm_text(norm)}   |{factor:g}| x ||A|| = "
+                     f"{_norm_text(product)}")
     lines += [f"  One real dropout mask (fastdrop.dropout(A, {q}, seed=0)) kept {w.kept} of "
               f"{w.A.size} units and multiplied each kept unit by {w.kept_ratio:g}:",
               f"    ||mask * A|| = {w.norm_dropped_unscaled:.4f} without the factor, "
@@ -987,10 +1007,130 @@ def format_report(report: Report) -> str:
     return "\n".join(_wrap(line) for line in lines)
 
 
-def plot(report: Report, directory: str) -> List[str]:
-    """Draw the experiments as PNG files in `directory` (created if missing).
+#: Colours of the two classes of experiments 5 and 6 (points), and of the regions a network
+#: assigns to them (lighter).
+CLASS_COLOURS = ("#3b4cc0", "#b40426")
+REGION_COLOURS = ("#c6dbef", "#fdd0a2")
+
+
+def _grid_over(points: np.ndarray, steps: int = 200) -> Tuple[np.ndarray, np.ndarray]:
+    """A steps x steps grid of 2-D points spanning `points` (shape (2, n)): the grid's x and y
+    coordinates, each (steps, steps)."""
+    xs = np.linspace(points[0].min(), points[0].max(), steps)
+    ys = np.linspace(points[1].min(), points[1].max(), steps)
+    return np.meshgrid(xs, ys)
+
+
+def _probability_on(net: "MLP", gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """The test-time network's predicted probability of class 1 at each point of a grid."""
+    return net.predict_proba(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
+
+
+def figures(report: Report) -> Dict[str, "matplotlib.figure.Figure"]:
+    """The experiments drawn as matplotlib figures, by the file name `plot` gives each.
 
     Uses matplotlib's Agg canvas directly, without pyplot, so the global backend is untouched.
+
+    Parameters
+    ----------
+    report : Report
+        From `run`.
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+        expectation.png (experiment 2), masks.png (3), regularisation.png (5) and
+        monte_carlo.png (6).
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (``pip install "fastdropout[plot]"``).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def new_figure(width: float, height: float, columns: int):
+        figure = Figure(figsize=(width, height), layout="constrained")
+        FigureCanvasAgg(figure)
+        return figure, figure.subplots(1, columns, squeeze=False)[0]
+
+    drawn = {}
+    e = report.expectation
+    figure, (ax,) = new_figure(6.5, 4.5, 1)
+    ax.loglog(e.counts, e.max_error, "o-", label="max |mean - A| (inverted)")
+    ax.loglog(e.counts, e.rms_error, "s-", label="RMS |mean - A| (inverted)")
+    ax.loglog(e.counts, e.rms_predicted, "k--", label="predicted RMS, sqrt((1-q)/q) rms(A)/sqrt(N)")
+    ax.loglog(e.counts, e.max_error_unscaled, "^:", label="max |mean - qA| (no 1/q factor)")
+    ax.set_xlabel("N, number of dropout outputs averaged")
+    ax.set_ylabel("error")
+    ax.set_title(f"The average of N dropout outputs converges like 1/sqrt(N) (q = {e.keep_prob})")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    drawn["expectation.png"] = figure
+
+    s = report.mask_sharing
+    figure, axes = new_figure(8, 3.9, 2)
+    for ax, mask, title in ((axes[0], s.per_sample, "per-sample masks"),
+                            (axes[1], s.shared, "one mask shared by the batch (shared_axes=0)")):
+        ax.imshow(mask, cmap="gray", vmin=0, vmax=1)  # 1, kept: white; 0, dropped: black
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("unit")
+        ax.set_ylabel("sample")
+    figure.legend(handles=[Patch(facecolor="white", edgecolor="black", label="kept (1)"),
+                           Patch(facecolor="black", edgecolor="black", label="dropped (0)")],
+                  loc="outside lower center", ncols=2, fontsize=9)
+    drawn["masks.png"] = figure
+
+    r = report.regularisation
+    gx, gy = _grid_over(np.concatenate([r.X_train, r.X_test], axis=1))
+    figure, axes = new_figure(11, 5, 2)
+    for ax, net, title in (
+            (axes[0], r.without, f"without dropout: train {r.train_accuracy_without:.2f}, "
+                                 f"test {r.test_accuracy_without:.2f}"),
+            (axes[1], r.with_dropout, f"dropout q = {r.keep_prob}: train "
+                                      f"{r.train_accuracy_with:.2f}, "
+                                      f"test {r.test_accuracy_with:.2f}")):
+        ax.contourf(gx, gy, _probability_on(net, gx, gy), levels=[0, 0.5, 1],
+                    colors=list(REGION_COLOURS))
+        labels = r.Y_train[0] > 0.5
+        for label, colour in enumerate(CLASS_COLOURS):
+            chosen = labels == bool(label)
+            ax.scatter(r.X_train[0, chosen], r.X_train[1, chosen], color=colour, s=14,
+                       edgecolors="k", linewidths=0.4)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("x1 (first input feature)")
+        ax.set_ylabel("x2 (second input feature)")
+    handles = [Line2D([], [], linestyle="", marker="o", markerfacecolor=colour,
+                      markeredgecolor="k", label=f"training point of class {label}")
+               for label, colour in enumerate(CLASS_COLOURS)]
+    handles += [Patch(facecolor=colour, label=f"region predicted as class {label}")
+                for label, colour in enumerate(REGION_COLOURS)]
+    figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9)
+    drawn["regularisation.png"] = figure
+
+    m = report.monte_carlo
+    figure, (ax,) = new_figure(6.5, 5, 1)
+    points = ax.scatter(r.X_test[0], r.X_test[1], c=m.std[0], cmap="viridis", s=6)
+    figure.colorbar(points, ax=ax, label="std of the predicted probability")
+    gx, gy = _grid_over(r.X_test)
+    ax.contour(gx, gy, _probability_on(r.with_dropout, gx, gy), levels=[0.5], colors="red",
+               linewidths=1.5)
+    figure.legend(handles=[Line2D([], [], color="red", linewidth=1.5,
+                                  label="decision boundary of the test-time network (p = 0.5)")],
+                  loc="outside lower center", fontsize=9)
+    ax.set_xlabel("x1 (first input feature)")
+    ax.set_ylabel("x2 (second input feature)")
+    ax.set_title(f"Monte-Carlo dropout, {m.passes} passes: uncertainty near the boundary",
+                 fontsize=9)
+    drawn["monte_carlo.png"] = figure
+    return drawn
+
+
+def plot(report: Report, directory: str) -> List[str]:
+    """Draw the experiments (`figures`) as PNG files in `directory` (created if missing).
 
     Parameters
     ----------
@@ -1009,70 +1149,11 @@ def plot(report: Report, directory: str) -> List[str]:
     ImportError
         When matplotlib is not installed (``pip install "fastdropout[plot]"``).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    drawn = figures(report)
     os.makedirs(directory, exist_ok=True)
-    paths: List[str] = []
-
-    def save(figure: Figure, name: str) -> None:
+    paths = []
+    for name, figure in drawn.items():
         path = os.path.join(directory, name)
         figure.savefig(path, dpi=110)
         paths.append(path)
-
-    def new_figure(width: float, height: float, columns: int):
-        figure = Figure(figsize=(width, height), layout="constrained")
-        FigureCanvasAgg(figure)
-        return figure, figure.subplots(1, columns, squeeze=False)[0]
-
-    e = report.expectation
-    figure, (ax,) = new_figure(6.5, 4.5, 1)
-    ax.loglog(e.counts, e.max_error, "o-", label="max |mean - A| (inverted)")
-    ax.loglog(e.counts, e.rms_error, "s-", label="RMS |mean - A| (inverted)")
-    ax.loglog(e.counts, e.rms_predicted, "k--", label="predicted RMS, sqrt((1-q)/q) rms(A)/sqrt(N)")
-    ax.loglog(e.counts, e.max_error_unscaled, "^:", label="max |mean - qA| (no 1/q factor)")
-    ax.set_xlabel("N, number of dropout outputs averaged")
-    ax.set_ylabel("error")
-    ax.set_title(f"The average of N dropout outputs converges like 1/sqrt(N) (q = {e.keep_prob})")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    save(figure, "expectation.png")
-
-    s = report.mask_sharing
-    figure, axes = new_figure(8, 3.5, 2)
-    for ax, mask, title in ((axes[0], s.per_sample, "per-sample masks"),
-                            (axes[1], s.shared, "one mask shared by the batch (shared_axes=0)")):
-        ax.imshow(mask, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("unit")
-        ax.set_ylabel("sample")
-    save(figure, "masks.png")
-
-    r = report.regularisation
-    both = np.concatenate([r.X_train, r.X_test], axis=1)
-    xs = np.linspace(both[0].min(), both[0].max(), 200)
-    ys = np.linspace(both[1].min(), both[1].max(), 200)
-    gx, gy = np.meshgrid(xs, ys)
-    grid = np.stack([gx.ravel(), gy.ravel()])
-    figure, axes = new_figure(11, 4.5, 2)
-    for ax, net, title in (
-            (axes[0], r.without, f"without dropout: train {r.train_accuracy_without:.2f}, "
-                                 f"test {r.test_accuracy_without:.2f}"),
-            (axes[1], r.with_dropout, f"dropout q = {r.keep_prob}: train "
-                                      f"{r.train_accuracy_with:.2f}, "
-                                      f"test {r.test_accuracy_with:.2f}")):
-        ax.contourf(gx, gy, net.predict_proba(grid).reshape(gx.shape), levels=[0, 0.5, 1],
-                    colors=["#c6dbef", "#fdd0a2"])
-        ax.scatter(r.X_train[0], r.X_train[1], c=r.Y_train[0], cmap="coolwarm", s=14,
-                   edgecolors="k", linewidths=0.4)
-        ax.set_title(title, fontsize=9)
-    save(figure, "regularisation.png")
-
-    m = report.monte_carlo
-    figure, (ax,) = new_figure(6.5, 4.5, 1)
-    points = ax.scatter(r.X_test[0], r.X_test[1], c=m.std[0], cmap="viridis", s=6)
-    figure.colorbar(points, ax=ax, label="std of the predicted probability")
-    ax.set_title(f"Monte-Carlo dropout, {m.passes} passes: uncertainty near the boundary",
-                 fontsize=9)
-    save(figure, "monte_carlo.png")
     return paths

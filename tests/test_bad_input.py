@@ -98,6 +98,56 @@ def test_x_unsupported_dtype(impl, dtype, stream):
     assert_refused(TypeError, "x", lambda: impl.dropout(bad, 0.5, stream=stream), bad, stream)
 
 
+TORCH_POINTER = "use fastdrop.torch"
+
+
+class TensorLookalike:
+    """Stands for a tensor of a framework fastdrop cannot import here: only its class's module
+    says it comes from torch, which is all the refusal may go by."""
+
+    __module__ = "torch"
+
+
+class TensorLookalikeSubclass(TensorLookalike):
+    __module__ = "someones.model"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("tensor_type", [TensorLookalike, TensorLookalikeSubclass])
+def test_a_torch_tensor_is_pointed_to_fastdrop_torch(impl, tensor_type, x, out, stream):
+    """A tensor of torch (or of a subclass defined elsewhere) as x, as dy or as out= is refused
+    with the module that serves it named, and nothing written."""
+    tensor = tensor_type()
+    error = assert_refused(TypeError, "x", lambda: impl.dropout(tensor, 0.5, stream=stream),
+                           stream)
+    assert TORCH_POINTER in str(error)
+    error = assert_refused(TypeError, "out",
+                           lambda: impl.dropout(x, 0.5, stream=stream, out=tensor), x, stream)
+    assert TORCH_POINTER in str(error)
+    _, mask = fastdrop.dropout(x, 0.5, seed=3)
+    error = assert_refused(TypeError, "dy", lambda: impl.dropout_backward(tensor, mask))
+    assert TORCH_POINTER in str(error)
+    error = assert_refused(TypeError, "out",
+                           lambda: impl.dropout_backward(out, mask, out=tensor), out)
+    assert TORCH_POINTER in str(error)
+
+
+def test_a_real_torch_tensor_is_pointed_to_fastdrop_torch(stream):
+    torch = pytest.importorskip("torch", reason='needs torch: pip install "fastdropout[torch]"')
+    for tensor in (torch.ones(3), torch.nn.Parameter(torch.ones(3))):
+        error = assert_refused(TypeError, "x", lambda: fastdrop.dropout(tensor, 0.5), stream)
+        assert TORCH_POINTER in str(error)
+        with pytest.raises(TypeError, match=TORCH_POINTER):
+            fastdrop.Dropout(0.5)(tensor)
+
+
+@pytest.mark.parametrize("not_an_array", [[1.0, 2.0], None, object()], ids=["list", "None",
+                                                                             "object"])
+def test_other_non_arrays_get_no_torch_pointer(not_an_array, stream):
+    error = assert_refused(TypeError, "x", lambda: fastdrop.dropout(not_an_array, 0.5), stream)
+    assert "torch" not in str(error)
+
+
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype", [">f4", ">f8"])
 def test_x_non_native_byte_order(impl, dtype, x, stream):

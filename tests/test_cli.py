@@ -611,3 +611,32 @@ def test_ratios_come_from_the_minimum_over_the_passes(clock, monkeypatch):
         for name in (bench.FLOOR, bench.SEED, "dropout")]
     assert [step[0] for step in steps] == sorted(step[0] for step in steps)
     assert steps[-1] == (3, 3, "")
+
+
+# Without ml_dtypes, fastdrop serves no bfloat16, and `--dtypes bfloat16` says what to install.
+WITHOUT_ML_DTYPES = """
+import sys
+
+
+class NotInstalled:  # makes `import ml_dtypes` fail as where it is not installed
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.partition(".")[0] == "ml_dtypes":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NotInstalled)
+from fastdrop.cli import main
+main(["bench", "--dtypes", "bfloat16", "--sizes", "1000", "--repeats", "1"])
+"""
+
+
+def test_bench_bfloat16_without_ml_dtypes_says_how_to_install_it(tmp_path):
+    """A process of its own, since fastdrop reads which dtypes it serves when imported."""
+    package_parent = str(pathlib.Path(fastdrop.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=package_parent)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_ML_DTYPES], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert 'bfloat16 needs the ml_dtypes package: pip install "fastdropout[bfloat16]"' in \
+        result.stderr

@@ -9,6 +9,7 @@ import importlib.util
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -239,10 +240,45 @@ def test_format_report_has_every_section_and_the_numbers(quick_report):
     text = explain.format_report(quick_report)
     positions = [text.index(title) for title in explain.SECTIONS]
     assert positions == sorted(positions)
-    for number in ("2.672810732482017", "3.3410134156025215", "52.5", "-0.71625", "1.25"):
+    for number in ("2.67281073248202", "3.34101341560252", "52.5", "-0.71625", "1.25"):
         assert number in text
-    assert "||A * (1/0.8)|| = 3.3410134156025215" in text
+    assert "||A * (1/0.8)|| = 3.34101341560252" in text
     assert max(len(line) for line in text.splitlines()) <= explain.WIDTH
+
+
+#: A number as the report prints it: digits with a decimal point, or in e-notation.
+DECIMAL = re.compile(r"(?<![\w.])-?(\d+\.\d*|\d*\.\d+|\d+)(e[+-]?\d+)?(?![\w.])")
+
+
+def significant_digits(number: str) -> int:
+    mantissa = re.split("[eE]", number.lstrip("-"))[0].replace(".", "")
+    return len(mantissa.lstrip("0")) if mantissa.strip("0") else 1
+
+
+def test_every_number_is_printed_to_at_most_norm_digits(quick_report):
+    """One format for the norms (the thread's 3.3410134156025215 once stood beside
+    3.34101341560252): no number carries more significant digits than NORM_DIGITS, and the
+    norm of A * (1/0.8) reads the same where it is printed twice."""
+    text = explain.format_report(quick_report)
+    numbers = [m.group(0) for m in DECIMAL.finditer(text)]
+    assert "3.34101341560252" in numbers
+    longest = max(numbers, key=significant_digits)
+    assert significant_digits(longest) <= explain.NORM_DIGITS, longest
+    printed = re.findall(r"\|\|A \* \(1/0.8\)\|\| = (\S+)|\|\|1.25 A\|\| = (\S+)", text)
+    assert len({a or b for a, b in printed}) == 1, printed
+
+
+def test_the_report_first_says_what_the_thread_and_the_course_are(quick_report):
+    """One sentence, before the first section, and the first place either word appears."""
+    text = explain.format_report(quick_report)
+    introduction = " ".join(explain.INTRODUCTION.split())
+    assert introduction.endswith(".") and ". " not in introduction  # one sentence
+    assert introduction.startswith("The thread is ") and "(the course, " in introduction
+    flowing = " ".join(text.split())
+    start = flowing.index(introduction)
+    assert start < flowing.index(explain.SECTIONS[0])
+    for word in ("thread", "course"):
+        assert flowing.lower().index(word) >= start, word
 
 
 def test_rounding_errors_are_printed_as_a_bound(quick_report):
@@ -294,7 +330,7 @@ def cpu_flags():
 def test_the_report_reads_the_same_under_two_blas_kernels(tmp_path):
     """`fastdrop explain --quick` prints the same text under OpenBLAS's Haswell and SkylakeX
     kernels, which round NumPy's norm and matrix products differently (the variable is read
-    when NumPy loads OpenBLAS: one process each), with the thread's exact norms."""
+    when NumPy loads OpenBLAS: one process each), with the thread's norms."""
     missing = {core: flags - cpu_flags() for core, flags in KERNEL_FLAGS.items()}
     if any(missing.values()):
         pytest.skip(f"this CPU cannot run these OpenBLAS kernels: lacks {missing}")
@@ -316,8 +352,8 @@ def test_the_report_reads_the_same_under_two_blas_kernels(tmp_path):
         assert loaded.lower() == core.lower()  # OPENBLAS_CORETYPE was obeyed
     assert reports["Haswell"] == reports["SkylakeX"]
     lines = reports["Haswell"].splitlines()
-    assert "    ||A||           = 2.672810732482017" in lines
-    assert "    ||A * (1/0.8)|| = 3.3410134156025215   = 1.25 x ||A||" in lines
+    assert "    ||A||           = 2.67281073248202" in lines
+    assert "    ||A * (1/0.8)|| = 3.34101341560252   = 1.25 x ||A||" in lines
 
 
 @pytest.fixture
@@ -347,8 +383,64 @@ def test_cli_explain_defaults():
     assert options.quick is False and options.plot is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                    reason='matplotlib is not installed (pip install "fastdropout[plot]")')
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason='matplotlib is not installed (pip install "fastdropout[plot]")')
+
+
+def legend_texts(figure):
+    return [text.get_text() for legend in figure.legends + [
+        ax.get_legend() for ax in figure.axes if ax.get_legend() is not None]
+        for text in legend.get_texts()]
+
+
+@needs_matplotlib
+def test_the_mask_figure_says_which_colour_is_dropped(quick_report):
+    """The masks are drawn in grey levels, 1 (kept) white and 0 (dropped) black, and the
+    legend says so with those colours."""
+    from matplotlib.colors import to_rgba
+    figure = explain.figures(quick_report)["masks.png"]
+    legend = figure.legends[0]
+    colours = {text.get_text(): to_rgba(handle.get_facecolor())
+               for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+    assert colours == {"kept (1)": to_rgba("white"), "dropped (0)": to_rgba("black")}
+    for ax in figure.axes:
+        image = ax.get_images()[0]
+        assert np.array_equal(image.get_array(), quick_report.mask_sharing.per_sample) or \
+            np.array_equal(image.get_array(), quick_report.mask_sharing.shared)
+        assert to_rgba(image.to_rgba(1.0)) == to_rgba("white")
+        assert to_rgba(image.to_rgba(0.0)) == to_rgba("black")
+
+
+@needs_matplotlib
+def test_the_regularisation_figure_has_axis_labels_and_a_class_legend(quick_report):
+    figure = explain.figures(quick_report)["regularisation.png"]
+    for ax in figure.axes:
+        assert ax.get_xlabel() and ax.get_ylabel()
+    texts = legend_texts(figure)
+    for label in (0, 1):
+        assert any(f"class {label}" in text and "training point" in text for text in texts)
+        assert any(f"class {label}" in text and "region" in text for text in texts)
+
+
+@needs_matplotlib
+def test_the_monte_carlo_figure_draws_the_decision_boundary(quick_report):
+    """The line drawn is where the test-time network of experiment 5 predicts p = 0.5: its
+    probability at the line's points is 0.5, up to the contour's linear interpolation."""
+    from matplotlib.contour import ContourSet
+    figure = explain.figures(quick_report)["monte_carlo.png"]
+    ax = figure.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel()
+    assert any("decision boundary" in text for text in legend_texts(figure))
+    (contours,) = [c for c in ax.collections if isinstance(c, ContourSet)]
+    assert list(contours.levels) == [0.5]
+    points = np.concatenate([path.vertices for path in contours.get_paths()])
+    assert len(points) > 20
+    probability = quick_report.regularisation.with_dropout.predict_proba(points.T)
+    assert np.abs(probability - 0.5).max() < 0.05
+
+
+@needs_matplotlib
 def test_cli_explain_plot_writes_pngs(cached_run, tmp_path, capsys):
     directory = tmp_path / "figures"
     assert main(["explain", "--plot", str(directory)]) == 0
