@@ -183,7 +183,8 @@ cdef void _check(fd_status status) except *:
 
 def mask_generate(tuple shape, tuple shared_axes, uint64_t seed, uint64_t subsequence,
                   uint64_t start, uint32_t threshold, bint keep_all, Py_ssize_t nbytes):
-    """The packed decisions of a call (SPEC §4 layout) as a new uint8 array of nbytes bytes."""
+    """The packed decisions of a call (decision j in bit j % 8 of byte j // 8) as a new uint8
+    array of nbytes bytes."""
     if len(shape) > FD_MAX_NDIM:
         raise ValueError(f"shape has {len(shape)} axes; fastdrop serves at most {FD_MAX_NDIM}")
     cdef uint8_t flags[FD_MAX_NDIM]
@@ -280,7 +281,8 @@ cpdef object packed_nbytes(object decisions):
 
 
 cpdef uint64_t threshold_for(double keep_prob):
-    """T = floor(keep_prob * 2**32) of SPEC §3 (exact: scaling by a power of two is exact)."""
+    """The threshold T = floor(keep_prob * 2**32) of the keep rule (exact: scaling by a power of
+    two is exact)."""
     return <uint64_t>(keep_prob * 4294967296.0)
 
 
@@ -333,10 +335,12 @@ A position in a Philox4x32-10 random stream: (seed, subsequence, next block).
 
     @property
     def seed(self) -> int:
+        """The 64-bit Philox key."""
         return self._seed
 
     @property
     def subsequence(self) -> int:
+        """Which of the seed's independent streams this is."""
         return self._subsequence
 
     @property

@@ -1,6 +1,6 @@
-"""The arithmetic of fastdrop's streams and masks (SPEC §2, §3): argument checks, limits and the
-constants each mode applies.  The Stream and DropoutMask classes themselves are compiled, in
-fastdrop._core."""
+"""The arithmetic of fastdrop's streams and masks (docs/guide/semantics.rst and stream.rst):
+argument checks, limits and the constants each mode applies.  The Stream and DropoutMask
+classes themselves are compiled, in fastdrop._core."""
 from __future__ import annotations
 
 import operator
@@ -12,7 +12,7 @@ import numpy as np
 SEED_LIMIT = 2**64
 SUBSEQUENCE_LIMIT = 2**63
 BLOCK_LIMIT = 2**64
-DECISIONS_PER_BLOCK = 16  # one byte each (SPEC §3, version 2 of the stream)
+DECISIONS_PER_BLOCK = 16  # one byte each (version 2 of the stream)
 MODES = ("inverted", "classic", "alpha")
 # -lambda * alpha of SELU (Klambauer et al. 2017): the value alpha dropout gives dropped units
 # before its affine correction, the limit of SELU for large negative inputs.
@@ -93,7 +93,7 @@ def alpha_constants(keep_prob: float, dtype: np.dtype) -> tuple:
 def kernel_op(keep_prob: float, mode: str, dtype: np.dtype, forward: bool) -> tuple:
     """What a training call does to each element, as the C core takes it:
     (scale, shift, dropped, affine): kept x becomes x * scale, + shift when affine; dropped
-    units become `dropped`.  All in the dtype's compute precision (SPEC §2)."""
+    units become `dropped`.  All in the dtype's compute precision."""
     if mode != "alpha":
         return (scale_for(keep_prob, mode, dtype), 0.0, 0.0, False)
     a, b, dropped = alpha_constants(keep_prob, dtype)

@@ -61,9 +61,9 @@ def philox_words(seed: int, subsequence: int, first_block: int, nblocks: int) ->
 
 
 def keep_rule(h, g, threshold: int):
-    """SPEC §3's decision from a byte h and a 24-bit refinement draw g: keep iff h < T_hi, or
-    h == T_hi and g < T_lo (T_hi = T >> 24, T_lo = T & 0xffffff).  Over all 2**32 pairs (h, g)
-    exactly `threshold` keep."""
+    """The keep decision of the stream contract from a byte h and a 24-bit refinement draw g:
+    keep iff h < T_hi, or h == T_hi and g < T_lo (T_hi = T >> 24, T_lo = T & 0xffffff).  Over
+    all 2**32 pairs (h, g) exactly `threshold` keep."""
     t_hi, t_lo = threshold >> 24, threshold & 0xFFFFFF
     return (h < t_hi) | ((h == t_hi) & (g < t_lo))
 
@@ -91,7 +91,8 @@ def decision_bytes(seed: int, subsequence: int, start: int, size: int) -> np.nda
 
 
 def decisions(seed: int, subsequence: int, start: int, size: int, keep_prob: float) -> np.ndarray:
-    """The `size` keep decisions of SPEC §3 as a flat boolean array."""
+    """The `size` keep decisions of a call at block `start` of (seed, subsequence), as a flat
+    boolean array."""
     if keep_prob == 1.0:
         return np.ones(size, dtype=bool)
     threshold = threshold_for(keep_prob)

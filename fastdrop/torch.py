@@ -9,7 +9,7 @@ torch.jit.trace, torch.func and activation checkpointing see them as they see Py
 
 Masks are seeded from torch's generator: a training call draws one 64-bit seed with
 ``torch.randint`` (from the default CPU generator, or a ``generator=``) and masks with it at
-block 0 of its Philox stream (SPEC §3), so ``torch.manual_seed``, ``torch.random.fork_rng`` and
+block 0 of its Philox stream, so ``torch.manual_seed``, ``torch.random.fork_rng`` and
 checkpointing's RNG-state restoring govern the masks as they govern PyTorch's dropout.  The
 modules hold no random state.  ``seed=`` gives an explicit, stateless mask (the one
 ``fastdrop.dropout`` gives on the NumPy view) and ``subsequence=`` independent masks per process
@@ -17,7 +17,7 @@ of a distributed job.  Results match PyTorch's in distribution, not bit for bit,
 units are exactly +0.0 (a select, so a dropped NaN does not survive, where PyTorch multiplies by
 0).  Autograd saves no tensor of the input's size: only the seed's two words.
 
-Outputs and gradients live in memory NumPy allocated (see `_as_tensor`), so, like any tensor from
+Outputs and gradients live in memory NumPy allocated, so, like any tensor from
 ``torch.from_numpy``, they cannot be resized in place (``Tensor.resize_``).  Those of 32 MiB or
 more come from a cache of freed outputs, as PyTorch's CUDA allocator does for GPU memory: see
 `empty_cache`, `cached_bytes` and `set_cache_limit`.
@@ -367,7 +367,7 @@ def _check_key(shape: torch.Size, key: torch.Tensor) -> int:
 
 def _seeds(tensor: torch.Tensor, key: torch.Tensor) -> Tuple[List[Tuple[tuple, int]], int]:
     """((index, seed) of each member, the number of batch axes): the tensors tensor[index], each
-    masked with its own 64-bit seed, whose key words (low, high) SPEC §3 defines."""
+    masked with its own 64-bit seed, whose key words are its low and high 32 bits."""
     batch_ndim = _check_key(tensor.shape, key)
     if batch_ndim:
         indices, pairs = list(np.ndindex(*key.shape[:-1])), key.reshape(-1, 2).tolist()
@@ -1009,6 +1009,8 @@ _MODULE_PARAMETERS = """
         The Philox subsequence of the masks, in [0, 2**63): e.g. the process rank in
         distributed training, so that ranks seeded alike draw independent masks.
 
+    Notes
+    -----
     Each training call draws its seed from torch's default generator: ``torch.manual_seed``
     makes the masks reproducible, activation checkpointing recomputes them exactly, and deep
     copies draw their own.

@@ -1,0 +1,71 @@
+"""The documentation in docs/ against the package: the API reference documents every public name
+(CI builds the pages themselves with sphinx-build -W), and what the reference shows, the
+docstrings, names no file outside the repository."""
+import importlib
+import inspect
+import pathlib
+import re
+
+import pytest
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+#: An autodoc or plain object directive and the name it documents.
+DIRECTIVE = re.compile(r"^\.\. (?:auto)?(?:function|class|data|module|automodule)::\s*(\S+)",
+                       re.M)
+#: Files a user of the package does not have: the design notes beside a developer's clone.
+OUTSIDE = ("SPEC", "shared/")
+
+
+def documented(page: str):
+    """The names a page of docs/api documents, without their module's prefix."""
+    text = (DOCS / "api" / page).read_text()
+    return {name.rpartition(".")[2] for name in DIRECTIVE.findall(text)}
+
+
+def public_module(name: str):
+    if name == "fastdrop.torch":
+        pytest.importorskip("torch", reason='needs torch: pip install "fastdropout[torch]"')
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("module_name, page", [("fastdrop", "fastdrop.rst"),
+                                               ("fastdrop.torch", "torch.rst")])
+def test_the_api_reference_documents_every_public_name(module_name, page):
+    """Each name of the module's __all__ has its entry, and no entry names something else."""
+    module = public_module(module_name)
+    names = documented(page) - {module_name.rpartition(".")[2], "__version__"}
+    assert names == set(module.__all__)
+
+
+def test_the_reference_module_is_documented_whole():
+    text = (DOCS / "api" / "reference.rst").read_text()
+    assert ".. automodule:: fastdrop.reference\n   :members:" in text
+
+
+def docstrings(module):
+    """The module's docstring and those of its public names and of their public members."""
+    yield module.__name__, module.__doc__
+    for name in module.__all__:
+        thing = getattr(module, name)
+        yield f"{module.__name__}.{name}", getattr(thing, "__doc__", None)
+        if inspect.isclass(thing):
+            for member_name, member in vars(thing).items():
+                if not member_name.startswith("_"):
+                    yield f"{module.__name__}.{name}.{member_name}", getattr(member, "__doc__",
+                                                                             None)
+
+
+@pytest.mark.parametrize("module_name", ["fastdrop", "fastdrop.reference", "fastdrop.torch",
+                                         "fastdrop.explain"])
+def test_docstrings_name_no_file_outside_the_repository(module_name):
+    module = public_module(module_name)
+    found = [(where, outside) for where, doc in docstrings(module) for outside in OUTSIDE
+             if doc and outside in doc]
+    assert not found, found
+
+
+def test_every_guide_page_is_in_the_guides_table_of_contents():
+    """sphinx-build -W refuses a page outside every toctree; this says which, without Sphinx."""
+    toctree = (DOCS / "guide" / "index.rst").read_text().split()
+    pages = sorted(path.stem for path in (DOCS / "guide").glob("*.rst") if path.stem != "index")
+    assert pages and all(page in toctree for page in pages), pages
