@@ -1,6 +1,6 @@
-"""The documentation in docs/ against the package: the API reference documents every public name
-(CI builds the pages themselves with sphinx-build -W), and what the reference shows, the
-docstrings, names no file outside the repository."""
+"""The documentation against the package: the API reference in docs/ documents every public name
+(CI builds the pages themselves with sphinx-build -W), what it shows, the docstrings, names no
+file outside the repository, and the changelog has an entry for this version."""
 import importlib
 import inspect
 import pathlib
@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 #: An autodoc or plain object directive and the name it documents.
 DIRECTIVE = re.compile(r"^\.\. (?:auto)?(?:function|class|data|module|automodule)::\s*(\S+)",
                        re.M)
@@ -69,3 +70,9 @@ def test_every_guide_page_is_in_the_guides_table_of_contents():
     toctree = (DOCS / "guide" / "index.rst").read_text().split()
     pages = sorted(path.stem for path in (DOCS / "guide").glob("*.rst") if path.stem != "index")
     assert pages and all(page in toctree for page in pages), pages
+
+
+def test_the_changelog_opens_with_this_versions_entry():
+    fastdrop = public_module("fastdrop")
+    releases = re.findall(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert releases and releases[0] == fastdrop.__version__, releases
