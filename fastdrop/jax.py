@@ -125,22 +125,23 @@ def _keep_prob(rate) -> float:
     return keep_prob
 
 
-def _check_array(x) -> None:
-    """A clear error for an array the kernels cannot serve: a dtype they lack, or a device that
-    is not the host's.  A traced array has no device yet: the platform it will run on is JAX's
-    default backend."""
+def _refusal(x) -> Optional[Exception]:
+    """The error for an array the kernels cannot serve (a dtype they lack, or a device that is
+    not the host's), None for one they serve.  A traced array has no device yet: the platform
+    it will run on is JAX's default backend."""
     if x.dtype not in SUPPORTED_DTYPES:
         hint = (" (bfloat16 needs the ml_dtypes package)" if x.dtype.name == "bfloat16" else "")
-        raise TypeError(f"fastdrop.jax serves {_SERVED} arrays; x has dtype {x.dtype}{hint}")
+        return TypeError(f"fastdrop.jax serves {_SERVED} arrays; x has dtype {x.dtype}{hint}")
     if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
         platforms = {jax.default_backend()}
     else:
         platforms = {device.platform for device in x.devices()}
     if platforms != {"cpu"}:
-        raise ValueError(
+        return ValueError(
             f"fastdrop.jax runs on the CPU; x is on {', '.join(sorted(platforms))}. Move it with "
             "jax.device_put(x, jax.devices('cpu')[0]) (under jit, make the CPU the default with "
             "jax.default_device), or use jax.random.bernoulli there")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +264,9 @@ def dropout(x, rate: float, key, *, shared_axes: Union[None, int, Sequence[int]]
     mode = check_choice("mode", mode, MODES)
     if not isinstance(x, jax.Array):
         x = jnp.asarray(x)
-    _check_array(x)
+    refusal = _refusal(x)
+    if refusal is not None:
+        raise refusal
     axes = check_shared_axes(shared_axes, x.ndim)
     words = _key_words(key)
     if keep_prob == 1.0 or math.prod(x.shape) == 0:
