@@ -72,8 +72,9 @@ def key_to_seed(key) -> int:
 
     ``dropout(x, rate, key)`` equals ``fastdrop.dropout(np.asarray(x), 1 - rate,
     seed=key_to_seed(key))``.  The key's words (high, low) are the seed's halves, so
-    ``key_to_seed(jax.random.key(s)) == s`` for s in [0, 2**32) (and for all 64-bit s with
-    ``jax_enable_x64``), and distinct keys give distinct seeds.
+    ``key_to_seed(jax.random.key(s)) == s`` for s in [0, 2**32), and in [0, 2**63) with
+    ``jax_enable_x64`` (without it, JAX keeps a seed's low 32 bits); distinct keys give distinct
+    seeds.
 
     Parameters
     ----------
