@@ -46,6 +46,21 @@ def check_subsequence(subsequence) -> int:
     return check_integer("subsequence", subsequence, SUBSEQUENCE_LIMIT)
 
 
+def seeds_from_key_words(words) -> np.ndarray:
+    """The 64-bit seeds (uint64, of shape ``words.shape[:-1]``) of keys held as pairs of 32-bit
+    words (high, low) along the last axis; signed words are read as their 32 bits.
+
+    The framework adapters' one mapping from a key to a seed: a JAX threefry key made by
+    ``jax.random.key(s)`` holds (s >> 32, s & 0xffffffff), so it gives seed s; a Keras
+    SeedGenerator draw, (seed, counter), gives seed << 32 | counter, distinct for each draw.
+    """
+    words = np.asarray(words)
+    if words.ndim < 1 or words.shape[-1] != 2:
+        raise ValueError(f"key words must have shape (..., 2), got {words.shape}")
+    high, low = (words[..., k].astype(np.uint32).astype(np.uint64) for k in (0, 1))
+    return high << np.uint64(32) | low
+
+
 def mask_shape(shape: tuple, shared_axes: tuple) -> tuple:
     """`shape` with the shared axes set to 1."""
     if not shared_axes:

@@ -120,6 +120,12 @@ def _refuse(tensor: torch.Tensor, name: str) -> None:
                     f"{tensor.dtype}{hint}")
 
 
+def _serves(tensor: torch.Tensor) -> bool:
+    """Whether the kernels can run on `tensor` in training (see `_refuse` for why not)."""
+    return (tensor.dtype in _NUMPY_DTYPES and tensor.is_cpu and tensor.layout is torch.strided
+            and not tensor.is_nested)  # (a nested tensor's layout may be strided)
+
+
 def _as_numpy(tensor: torch.Tensor, name: str) -> np.ndarray:
     """A NumPy array sharing `tensor`'s memory, strides included (no copy), or a clear error.
 
@@ -755,8 +761,7 @@ def _dropout(input: torch.Tensor, p: float, training: bool, inplace: bool, mode:
     # torch.jit.trace numel() is a traced value; a trace is specialised to its shapes anyway.)
     if not training or p == 0 or (not torch.jit.is_tracing() and input.numel() == 0):
         return input
-    if (input.dtype not in _NUMPY_DTYPES or not input.is_cpu or input.layout is not torch.strided
-            or input.is_nested):  # (a nested tensor's layout may be strided)
+    if not _serves(input):
         _refuse(input, "input")
     _keep_prob(p)  # its errors before anything is drawn
     if type(subsequence) is not int or not 0 <= subsequence < SUBSEQUENCE_LIMIT:

@@ -1,0 +1,68 @@
+"""The Keras 3 layer, fastdrop.keras.Dropout, on the jax and torch backends: fastdrop's kernel
+called (not Keras's dropout), masks equal to fastdrop.dropout's for the seed its SeedGenerator
+gave, shared axes from noise_shape, and a model that trains.  Keras fixes its backend at import,
+so each backend runs tests/_keras_worker.py in a process of its own."""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+# Found, not imported: importing Keras here would fix this process's backend (TensorFlow unless
+# KERAS_BACKEND says otherwise).
+if importlib.util.find_spec("keras") is None:
+    pytest.skip("keras is not installed: pip install \"fastdropout[keras]\" to test the Keras "
+                "layer", allow_module_level=True)
+
+import fastdrop  # noqa: E402
+from fastdrop._stream import seeds_from_key_words  # noqa: E402
+
+WORKER = pathlib.Path(__file__).with_name("_keras_worker.py")
+PACKAGE_PARENT = str(pathlib.Path(fastdrop.__file__).resolve().parents[1])
+
+
+def run_worker(backend, directory):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed: the Keras layer's {backend} backend is not "
+                    "tested")
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import _keras_worker as worker
+    finally:
+        sys.path.pop(0)
+    output = directory / "result.npz"
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=PACKAGE_PARENT, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(WORKER), str(output)], cwd=directory, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout
+    with np.load(output) as result:
+        return worker, dict(result)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_layer_runs_fastdrop(backend, tmp_path):
+    worker, result = run_worker(backend, tmp_path)
+    assert str(result["backend"]) == backend
+    x = result["x"]
+    # An eager training call: fastdrop.dropout's output for the words the SeedGenerator gave.
+    seed = int(seeds_from_key_words(result["eager_words"]))
+    assert seed == 123 << 32  # a layer's first draw: (its seed, counter 0)
+    expected, _ = fastdrop.dropout(x, 1 - worker.RATE, seed=seed)
+    assert np.array_equal(result["eager"], expected)
+    assert np.array_equal(result["evaluation"], x)
+    # noise_shape (1, 40): one mask shared by the batch axis.
+    seed = int(seeds_from_key_words(result["shared_words"]))
+    expected, _ = fastdrop.dropout(x, 1 - worker.RATE, seed=seed, shared_axes=0)
+    assert np.array_equal(result["shared"], expected)
+    assert not result["rate_one"].any() and result["rate_one_calls"] == 0
+    # model.fit: fastdrop's kernel ran once per step, seeded by each draw of the layer's
+    # generator in turn, (seed, step).
+    steps = worker.STEPS_PER_EPOCH * worker.EPOCHS
+    expected_seeds = [worker.SEED_OF_LAYER << 32 | step for step in range(steps)]
+    assert result["fit_seeds"].tolist() == expected_seeds
+    losses = result["losses"]
+    assert losses[-1] < 0.5 * losses[0]
