@@ -17,7 +17,12 @@ from typing import Optional, Tuple
 
 try:
     import keras
-except ImportError as error:  # pragma: no cover - exercised only where keras is missing
+except ImportError as error:
+    if error.name not in (None, "keras"):
+        # Keras is there but its backend is not: Keras imports the backend's framework first.
+        raise ImportError(f"Keras's backend needs {error.name!r}, which is not installed: set "
+                          "KERAS_BACKEND to jax or torch (the backends fastdrop serves) before "
+                          "importing Keras, or install that framework") from error
     raise ImportError("fastdrop.keras needs Keras 3, which is not installed: "
                       "pip install \"fastdropout[keras]\"") from error
 

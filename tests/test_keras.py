@@ -66,3 +66,17 @@ def test_keras_layer_runs_fastdrop(backend, tmp_path):
     assert result["fit_seeds"].tolist() == expected_seeds
     losses = result["losses"]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_missing_backend_is_named_not_keras(tmp_path):
+    """With KERAS_BACKEND naming a framework that is not installed, the error names the backend
+    and how to choose another, not "Keras is not installed"."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=PACKAGE_PARENT)
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("tensorflow is installed: its backend imports")
+    done = subprocess.run([sys.executable, "-c", "import fastdrop.keras"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert "'tensorflow'" in last_line and "KERAS_BACKEND" in last_line
+    assert "not installed: pip install" not in last_line
