@@ -26,8 +26,8 @@
  *   on threads of its own (POSIX).
  * - the bench's memory passes (fd_memory.h): the floor's XOR pass changes every byte of its span
  *   by the pattern's byte for its offset and nothing outside it, and copy and scale write exactly
- *   their output, at every start alignment, on sizes around the tile and the threading threshold,
- *   on 1 and 3 threads.
+ *   their output, at several start alignments, on sizes around the tile and the threading
+ *   threshold, on 1 and 3 threads, on every SIMD path the CPU supports.
  *
  * Exit status 0 when everything passed; failures are printed to stderr.
  */
@@ -652,7 +652,7 @@ static void test_floating_point_environment(void)
 /* The memory passes of fd_memory.h, each array inside guard bytes that must stay as they were. */
 #define MEMORY_GUARD 64
 
-static void test_memory(int max_threads)
+static void test_memory_on_active_path(int max_threads)
 {
     const size_t sizes[] = {0, 1, 7, 8, 9, 15, 17, 100, FD_MEMORY_TILE_BYTES - 1,
                             FD_MEMORY_TILE_BYTES + 9, FD_MEMORY_PARALLEL_MIN_BYTES + 13,
@@ -716,6 +716,16 @@ static void test_memory(int max_threads)
         free(x);
         free(y);
     }
+}
+
+static void test_memory(int max_threads)
+{
+    for (int path = FD_SIMD_SCALAR; path <= FD_SIMD_AVX512; path++)
+        if (fd_simd_supported((fd_simd)path)) {
+            CHECK(fd_simd_select((fd_simd)path) == FD_OK, "select %d", path);
+            test_memory_on_active_path(max_threads);
+        }
+    CHECK(fd_simd_select(fd_simd_best()) == FD_OK, "select the best path");
 }
 
 /* Runs after threaded calls in this process, so the child inherits a pool without threads. */
