@@ -59,7 +59,9 @@ def _spread(value: float) -> str:
 
 def _bound(value: float) -> str:
     """One end of a verdict's range."""
-    return "no bound" if math.isinf(value) else f"{number(value)}x"
+    if math.isinf(value):
+        return "no bound"
+    return "0x" if value == 0 else f"{number(value)}x"
 
 
 def _json_ready(value):
