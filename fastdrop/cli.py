@@ -145,7 +145,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark: progress on stderr, the tables on stdout, JSON to ``--json``, a PNG
     to ``--plot``.  Arrays that cannot fit in memory are refused before anything runs."""
     channel_shape = None if args.no_channel else bench.CHANNEL_SHAPE
-    bandwidth_bytes = None if args.no_bandwidth else bench.BANDWIDTH_BYTES
+    bandwidth_bytes = (None if args.no_bandwidth else
+                       bench.bandwidth.array_bytes(bench.BANDWIDTH_BYTES,
+                                                   bench.machine.last_level_cache()))
     previous = fastdrop.get_num_threads()
     if args.threads is not None:
         fastdrop.set_num_threads(args.threads)
@@ -241,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                           f"at PATH (needs matplotlib: {bench.PLOT_INSTALL_HINT})")
     run.add_argument("--no-bandwidth", action="store_true",
                      help="skip the machine's streaming bandwidth (STREAM-like copy and scale "
-                          "over two arrays of "
-                          f"{bench.BANDWIDTH_BYTES // 2**20} MiB)")
+                          f"over two arrays of {bench.BANDWIDTH_BYTES // 2**20} MiB or "
+                          f"{bench.bandwidth.CACHE_MULTIPLE} times the last-level cache, "
+                          "whichever is more)")
     run.add_argument("--no-channel", action="store_true",
                      help="skip the channel-dropout table (a float32 array of shape "
                           f"{bench.format_shape(bench.CHANNEL_SHAPE)}, shared_axes="

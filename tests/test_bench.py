@@ -15,7 +15,7 @@ from fastdrop.bench import bandwidth, noise, records, runner, targets, timing
 from fastdrop.bench.peers import (BEST_NUMPY, FORWARD, FORWARD_1_THREAD, MEMORY_FLOOR,
                                   MEMORY_FLOOR_1_THREAD, NUMPY_MULTIPLY, PEERS, TEXTBOOK, Peer,
                                   Workspace, registry)
-from fastdrop.bench.report import format_legend, format_records
+from fastdrop.bench.report import format_bandwidth, format_legend, format_records
 from fastdrop.cli import progress_bar
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +83,22 @@ def test_bandwidth_measures_each_kernel_on_each_thread_count():
         ("copy", 1), ("copy", 2), ("scale", 1), ("scale", 2)]
     assert all(b.gb_per_s >= b.median_gb_per_s > 0 and b.nbytes == 2**16 and b.repeats == 2
                for b in measured)
+
+
+def test_bandwidth_arrays_are_four_times_the_last_level_cache():
+    assert bandwidth.array_bytes(256 * 2**20, None) == 256 * 2**20
+    assert bandwidth.array_bytes(256 * 2**20, 32 * 2**20) == 256 * 2**20
+    assert bandwidth.array_bytes(256 * 2**20, 300 * 2**20) == 1200 * 2**20
+
+
+def test_a_floor_the_cache_holds_says_so():
+    rows = array(64 * 10**6, "float32", [(MEMORY_FLOOR, 10e-3, 0.0, False)])
+    measured = [bandwidth.Bandwidth("copy", n, 20.0, 19.0, 2**30, 4) for n in (1, 2)]
+    with_cache = format_bandwidth(measured, rows, cache=300 * 2**20)
+    without = format_bandwidth(measured, rows, cache=100 * 2**20)
+    assert with_cache[-1].startswith("memory floor at 6.4e7 float32: 51.2 GB/s, 256% of the copy's")
+    assert "last-level cache holds this array" in with_cache[-1]
+    assert without[-1].endswith("of the copy's on as many threads")
 
 
 def test_the_floor_peers_leave_the_data_and_run_on_their_threads(monkeypatch):

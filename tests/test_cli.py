@@ -29,7 +29,7 @@ RECORD_KEYS = {"size", "dtype", "peer", "seconds", "median_seconds", "spread", "
                "descheduled", "ns_per_element", "gb_per_s", "floor", "ratio_to_floor",
                "ratio_to_multiply", "speedup_over_textbook", "repeats", "batches", "remeasured",
                "noisy", "busy_share", "uncertainty"}
-MACHINE_KEYS = {"cpu", "cpus", "simd_path", "openmp", "threads", "default_threads", "python",
+MACHINE_KEYS = {"cpu", "cpus", "last_level_cache", "simd_path", "openmp", "threads", "default_threads", "python",
                 "numpy", "fastdrop", "torch"}
 
 
@@ -40,10 +40,11 @@ SECTION_STARTS = ("summary", "targets", "half precision", "channel dropout", "le
 @pytest.fixture(autouse=True)
 def small_channel_shape_and_bandwidth(monkeypatch):
     """The channel scenario on a (2, 3, 4, 5) array instead of 51 MB, and the bandwidth on 64 kB
-    arrays instead of 256 MiB, to keep the tests quick (``fastdrop bench`` reads both from
-    fastdrop.bench when it runs)."""
+    arrays instead of 256 MiB or 4 times the last-level cache, to keep the tests quick
+    (``fastdrop bench`` reads these from fastdrop.bench when it runs)."""
     monkeypatch.setattr(bench, "CHANNEL_SHAPE", SMALL_CHANNEL_SHAPE)
     monkeypatch.setattr(bench, "BANDWIDTH_BYTES", SMALL_BANDWIDTH_BYTES)
+    monkeypatch.setattr(bench.machine, "last_level_cache", lambda: None)
 
 
 def cells(line):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import platform
 from typing import Optional
@@ -85,13 +86,45 @@ def available_memory() -> Optional[int]:
         return None
 
 
+def last_level_cache() -> Optional[int]:
+    """Bytes of the CPU's largest cache, where Linux's sysfs tells.
+
+    Returns
+    -------
+    int or None
+        The size of the highest-level data or unified cache of CPU 0, None where unknown.
+    """
+    best = None
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(os.path.join(index, "level"), encoding="ascii") as f:
+                level = int(f.read())
+            with open(os.path.join(index, "type"), encoding="ascii") as f:
+                kind = f.read().strip()
+            with open(os.path.join(index, "size"), encoding="ascii") as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction" or not text:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1], 1)
+        try:
+            size = int(text.rstrip("KMG")) * scale
+        except ValueError:
+            continue
+        if best is None or level > best[0]:
+            best = (level, size)
+    return None if best is None else best[1]
+
+
 def machine_info() -> dict:
     """What a benchmark result depends on besides the code: CPU, build, threads, versions.
 
     Returns
     -------
     dict
-        Keys ``cpu``, ``cpus`` (logical CPUs the OS reports), ``simd_path``, ``openmp``,
+        Keys ``cpu``, ``cpus`` (logical CPUs the OS reports), ``last_level_cache`` (bytes,
+        None where unknown), ``simd_path``, ``openmp``,
         ``threads``, ``default_threads``, ``python``, ``numpy``, ``fastdrop`` and ``torch`` (its
         version, or None when it does not import).
     """
@@ -99,6 +132,7 @@ def machine_info() -> dict:
     return {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
+        "last_level_cache": last_level_cache(),
         "simd_path": simd_path(),
         "openmp": _core.openmp_enabled(),
         "threads": fastdrop.get_num_threads(),

@@ -269,7 +269,8 @@ def format_half_precision_summary(records: Sequence[Record]) -> List[str]:
             "their own memory floor", "", *align(header, cells, left=2)]
 
 
-def format_bandwidth(bandwidth: Sequence[Bandwidth], records: Sequence[Record]) -> List[str]:
+def format_bandwidth(bandwidth: Sequence[Bandwidth], records: Sequence[Record],
+                     cache: Optional[int] = None) -> List[str]:
     """The machine's streaming bandwidth, and the memory floor of the largest arrays beside it.
 
     Parameters
@@ -277,6 +278,8 @@ def format_bandwidth(bandwidth: Sequence[Bandwidth], records: Sequence[Record]) 
     bandwidth : sequence of Bandwidth
     records : sequence of Record
         The main table (its memory floor rows at the largest size are set beside the copy).
+    cache : int, optional
+        The last-level cache's bytes: a floor row whose array it holds says so.
 
     Returns
     -------
@@ -295,19 +298,18 @@ def format_bandwidth(bandwidth: Sequence[Bandwidth], records: Sequence[Record]) 
              f"over two float64 arrays of {format_bytes(bandwidth[0].nbytes)}, best of "
              f"{bandwidth[0].repeats}; GB/s counts bytes read + written", "",
              *align(header, rows, left=1)]
-    # Arrays the caches may hold are bound by the core, not the memory: only large ones are set
-    # beside the bandwidth.
+    largest = max((r.size for r in records), default=None)
     floor_threads = {MEMORY_FLOOR: max(counts), MEMORY_FLOOR_1_THREAD: 1}
-    large = [r for r in records if r.peer in floor_threads
-             and r.size * np.dtype(r.dtype).itemsize >= bandwidth[0].nbytes // 4]
-    if not large:
-        lines.append(f"(the memory floor is set beside these for arrays of "
-                     f"{format_bytes(bandwidth[0].nbytes // 4)} or more, which caches do not "
-                     "hold; this run has none)")
-    for r in large:
+    for r in records:
+        if r.size != largest or r.peer not in floor_threads:
+            continue
         copy = of["copy", floor_threads[r.peer]]
-        lines.append(f"{r.peer} at {format_size(r.size)} {r.dtype}: {number(r.gb_per_s)} GB/s, "
-                     f"{_percent(r.gb_per_s / copy.gb_per_s)} of the copy's on as many threads")
+        line = (f"{r.peer} at {format_size(r.size)} {r.dtype}: {number(r.gb_per_s)} GB/s, "
+                f"{_percent(r.gb_per_s / copy.gb_per_s)} of the copy's on as many threads")
+        if cache is not None and r.size * np.dtype(r.dtype).itemsize <= cache:
+            line += (f" (the {format_bytes(cache)} last-level cache holds this array: its floor "
+                     "is the cache's, not the memory's)")
+        lines.append(line)
     return lines
 
 
@@ -405,7 +407,8 @@ def format_report(results: Results, machine: dict) -> str:
     if machine["torch"] is None:
         lines.append("note: PyTorch is not installed; its rows are skipped")
     lines += ["", *format_legend([*results.records, *results.channel_records])]
-    sections = [format_bandwidth(results.bandwidth, results.records),
+    sections = [format_bandwidth(results.bandwidth, results.records,
+                                 machine.get("last_level_cache")),
                 format_records(results.records),
                 format_summary(results.records),
                 format_half_precision_summary(results.records)]
