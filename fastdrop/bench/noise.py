@@ -9,12 +9,16 @@ Three signs of noise, each measured, none guessed:
   timed (from /proc/stat, where there is one): what the repeats cannot show when the load is
   steady, e.g. a second benchmark running beside this one.
 
-A row's *uncertainty* is the largest of the three (the load as the slow-down it can cause,
-share / (1 - share)): its time may be inflated by that fraction, so a ratio of two rows is only
-known within both rows' uncertainties (see `fastdrop.bench.targets`).  A peer on several threads
-under a load of `CONTENDED` or more has no bound: each parallel region waits for every one of its
-threads, so a thread kept off its CPU for a scheduler's time slice (milliseconds) can stretch
-every call by orders of magnitude, steadily enough that the repeats agree.
+A row's *uncertainty* is the fraction by which its time may still be inflated by noise, so a
+ratio of two rows is only known within both rows' uncertainties (see `fastdrop.bench.targets`).
+For a single-thread peer it is the larger of its spread and its descheduled share: its CPU clock
+shows what the others' load took from it.  For a peer on several threads, whose helper threads
+no clock here follows, it is the larger of its spread and the slow-down the others' load can
+cause, share / (1 - share); under a load of `CONTENDED` or more it has no bound: each parallel
+region waits for every one of its threads, so a thread kept off its CPU for a scheduler's time
+slice (milliseconds) can stretch every call by orders of magnitude, steadily enough that the
+repeats agree.  What the others' memory traffic takes from a single-thread peer is not measured;
+the spread shows it where it varies.
 """
 from __future__ import annotations
 
@@ -135,12 +139,15 @@ def uncertainty(spread_: float, descheduled_: Optional[float], busy_share: Optio
     Returns
     -------
     float
-        The largest of the three, the share as its `slowdown`; infinity for a peer on several
-        threads under a load of `CONTENDED` or more.
+        For a single-thread peer, the larger of the spread and the descheduled share; for one on
+        several threads, the larger of the spread and the load's `slowdown`, or infinity under a
+        load of `CONTENDED` or more.
     """
-    if not single_thread and busy_share is not None and busy_share >= CONTENDED:
+    if single_thread:
+        return max(spread_, descheduled_ or 0.0)
+    if busy_share is not None and busy_share >= CONTENDED:
         return math.inf
-    return max(spread_, descheduled_ or 0.0, slowdown(busy_share))
+    return max(spread_, slowdown(busy_share))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +221,10 @@ class CpuLoad:
 
 
 def format_uncertainty(value: float) -> str:
-    """An uncertainty as "up to 12%", "over 999%" or "without bound"."""
+    """An uncertainty as "12%", "over 999%" or "unbounded"."""
     if math.isinf(value):
-        return "without bound"
-    return "over 999%" if value > 9.99 else f"up to {value:.0%}"
+        return "unbounded"
+    return "over 999%" if value > 9.99 else f"{value:.0%}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,15 +270,15 @@ class RunNoise:
         busy = ("other processes' load unknown" if self.busy_share is None else
                 f"other processes kept {self.busy_share:.0%} of the {cpus} CPUs busy")
         meaning = {
-            QUIET: "the ratios can be taken as measured",
-            SOMEWHAT_NOISY: "read the ratios within their uncertainty",
-            NOISY: "the ratios are upper bounds of the quiet-machine figures at best; rerun on a "
-                   "quiet machine before quoting them",
+            QUIET: "the ratios stand as measured",
+            SOMEWHAT_NOISY: "read each ratio within its rows' uncertainty, as the verdicts do",
+            NOISY: "other work inflated the timings: trust only the verdicts given, and rerun "
+                   "on a quiet machine before quoting a ratio",
         }[self.level]
         return (f"noise: {self.level}: {busy}; {self.noisy_rows} of {self.rows} rows still had "
-                f"repeats apart after {self.remeasured} were re-measured; a row's time may be "
-                f"inflated by {format_uncertainty(self.typical)} (median row), "
-                f"{format_uncertainty(self.worst)} (worst), so {self.undecided} of "
+                f"repeats apart after {self.remeasured} were re-measured; row uncertainty "
+                f"{format_uncertainty(self.typical)} for the median row, "
+                f"{format_uncertainty(self.worst)} for the worst, so {self.undecided} of "
                 f"{self.verdicts} verdicts are too noisy to tell: {meaning}")
 
 
