@@ -6,7 +6,6 @@ import os
 import pathlib
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import numpy as np
 import pytest

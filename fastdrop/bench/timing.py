@@ -247,8 +247,9 @@ def measure_group(peers: Sequence[Peer], ws: Workspace, repeats: Optional[int] =
                 start = time.perf_counter()
                 call()
                 warmup = time.perf_counter() - start
-                batches = plan.passes[index] if plan is not None else ()
-                if plan is None:
+                if plan is not None:
+                    batches = plan.passes[index]
+                else:
                     start = time.perf_counter()
                     ws.refill()
                     refilled = time.perf_counter()
