@@ -93,6 +93,13 @@ cdef extern from "fd_dropout.h":
     void fd_thread_limit_lift() nogil
 
 
+cdef extern from "fd_memory.h":
+    void fd_memory_xor(void *data, size_t nbytes, uint64_t pattern, int num_threads) nogil
+    void fd_memory_copy(const void *src, void *dst, size_t nbytes, int num_threads) nogil
+    void fd_memory_scale_f64(const double *src, double *dst, size_t n, double scale,
+                             int num_threads) nogil
+
+
 cdef int _num_threads = fd_default_num_threads()
 
 
@@ -131,6 +138,60 @@ def set_num_threads(int n):
 
 def get_num_threads():
     return min(_num_threads, fd_thread_limit())
+
+
+# The memory passes of `fastdrop bench` (src_c/fd_memory.h): not dropout API, so they check only
+# what keeps the C side in bounds.
+
+cdef int _check_contiguous(str name, cnp.ndarray a, bint writeable) except -1:
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name} must be C-contiguous")
+    if writeable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{name} must be writeable")
+    return 0
+
+
+def memory_xor(cnp.ndarray data, uint64_t pattern, int num_threads):
+    """XOR byte i of `data` (C-contiguous) with byte i % 8 of `pattern`, in place, on up to
+    `num_threads` threads: one read and one write of every byte, the memory floor of an in-place
+    dropout call."""
+    _check_contiguous("data", data, True)
+    cdef void *at = cnp.PyArray_DATA(data)
+    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(data)
+    cdef int threads = min(num_threads, fd_thread_limit())
+    with nogil:
+        fd_memory_xor(at, nbytes, pattern, threads)
+
+
+def memory_copy(cnp.ndarray src, cnp.ndarray dst, int num_threads):
+    """Copy the bytes of `src` into `dst` (C-contiguous, as many bytes, not overlapping): the
+    STREAM benchmark's copy."""
+    _check_contiguous("src", src, False)
+    _check_contiguous("dst", dst, True)
+    if cnp.PyArray_NBYTES(src) != cnp.PyArray_NBYTES(dst) or np.shares_memory(src, dst):
+        raise ValueError("src and dst must have as many bytes and not overlap")
+    cdef const void *source = cnp.PyArray_DATA(src)
+    cdef void *target = cnp.PyArray_DATA(dst)
+    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(src)
+    cdef int threads = min(num_threads, fd_thread_limit())
+    with nogil:
+        fd_memory_copy(source, target, nbytes, threads)
+
+
+def memory_scale(cnp.ndarray src, cnp.ndarray dst, double scale, int num_threads):
+    """dst = scale * src for float64 arrays (C-contiguous, as long, not overlapping): the STREAM
+    benchmark's scale."""
+    _check_contiguous("src", src, False)
+    _check_contiguous("dst", dst, True)
+    if (src.dtype != np.float64 or dst.dtype != np.float64 or src.size != dst.size
+            or np.shares_memory(src, dst)):
+        raise ValueError("src and dst must be float64 arrays of one size that do not overlap")
+    cdef const double *source = <const double *>cnp.PyArray_DATA(src)
+    cdef double *target = <double *>cnp.PyArray_DATA(dst)
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(src)
+    cdef int threads = min(num_threads, fd_thread_limit())
+    with nogil:
+        fd_memory_scale_f64(source, target, n, scale, threads)
 
 
 def philox_words(uint64_t seed, uint64_t high, uint64_t first_block, Py_ssize_t nblocks):

@@ -7,12 +7,15 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence, TextIO
+import time
+from typing import Callable, Optional, Sequence, TextIO
 
 import fastdrop
 from fastdrop import _api, bench, explain
 
 BAR_WIDTH = 20
+# Off a terminal, the progress bar writes a line each time this share of the work is done.
+LOG_STEP = 0.05
 
 
 def _size(text: str) -> int:
@@ -92,16 +95,26 @@ def _plot_directory(text: str) -> str:
     return text
 
 
-def progress_bar(stream: TextIO) -> bench.Progress:
-    """A `bench.run` progress callback drawing "[####......] 12/40 label" on `stream`.
+def _duration(seconds: float) -> str:
+    """Seconds as "45 s" or "3 min 20 s"."""
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
-    On a terminal the bar redraws one line in place; elsewhere (a log, a pipe) it writes one
-    line per step.
+
+def progress_bar(stream: TextIO, clock: Callable[[], float] = time.monotonic) -> bench.Progress:
+    """A `bench.run` progress callback drawing "[####......] 40% about 25 s left  label" on
+    `stream`.
+
+    The fraction done and the time left come from the run's estimate of each step's cost, scaled
+    by the time the steps done so far really took.  On a terminal the bar redraws one line in
+    place; elsewhere (a log, a pipe) it writes a line each `LOG_STEP` of the work, and the last.
 
     Parameters
     ----------
     stream : file-like
         Where to draw, normally sys.stderr.
+    clock : callable, optional
+        The clock the time left is measured on.
 
     Returns
     -------
@@ -109,12 +122,27 @@ def progress_bar(stream: TextIO) -> bench.Progress:
         ``progress(done, total, label)``.
     """
     interactive = stream.isatty()
+    start = clock()
+    logged = [-LOG_STEP]
 
-    def progress(done: int, total: int, label: str) -> None:
-        filled = BAR_WIDTH * done // max(total, 1)
-        text = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {label}".rstrip()
+    def progress(done: float, total: float, label: str) -> None:
+        fraction = min(1.0, done / total) if total > 0 else 1.0
+        if not interactive:
+            if fraction < 1.0 and fraction - logged[0] < LOG_STEP:
+                return
+            logged[0] = fraction
+        filled = int(BAR_WIDTH * fraction)
+        elapsed = clock() - start
+        if fraction >= 1.0:
+            left = f"done in {_duration(elapsed)}"
+        elif fraction > 0:
+            left = f"about {_duration(elapsed * (1 - fraction) / fraction)} left"
+        else:
+            left = "estimating the time left"
+        text = (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {left}  "
+                f"{label}").rstrip()
         if interactive:
-            stream.write(f"\r\033[K{text}" + ("\n" if done == total else ""))
+            stream.write(f"\r\033[K{text}" + ("\n" if fraction >= 1.0 else ""))
         else:
             stream.write(text + "\n")
         stream.flush()
@@ -124,14 +152,24 @@ def progress_bar(stream: TextIO) -> bench.Progress:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark: progress on stderr, the tables on stdout, JSON to ``--json``, a PNG
-    to ``--plot``."""
+    to ``--plot``.  Arrays that cannot fit in memory are refused before anything runs."""
+    channel_shape = None if args.no_channel else bench.CHANNEL_SHAPE
+    bandwidth_bytes = (None if args.no_bandwidth else
+                       bench.bandwidth.array_bytes(bench.BANDWIDTH_BYTES,
+                                                   bench.machine.last_level_cache()))
     previous = fastdrop.get_num_threads()
     if args.threads is not None:
         fastdrop.set_num_threads(args.threads)
     try:
+        try:
+            bench.check_memory(bench.plan(args.sizes, args.dtypes, channel_shape),
+                               bench.available_memory(), 2 * (bandwidth_bytes or 0))
+        except bench.SizeRefused as refusal:
+            print(f"fastdrop bench: error: {refusal}", file=sys.stderr)
+            return 2
         results = bench.run(args.sizes, args.dtypes, args.keep_prob, args.repeats,
-                            progress=progress_bar(sys.stderr),
-                            channel_shape=None if args.no_channel else bench.CHANNEL_SHAPE)
+                            progress=progress_bar(sys.stderr), channel_shape=channel_shape,
+                            bandwidth_bytes=bandwidth_bytes)
         machine = bench.machine_info()
     finally:
         fastdrop.set_num_threads(previous)
@@ -191,14 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdrop",
                                      description="Fast, reproducible dropout for NumPy.")
     parser.add_argument("--version", action="version", version=f"fastdrop {fastdrop.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
-        "bench", help="time fastdrop against the memory floor, the seed's NumPy code and peers",
-        description="Time dropout implementations on the same arrays in one process; print "
-                    "ns/element, GB/s, the ratio to an in-place np.multiply (the floor) and "
-                    "the speed-up over the seed thread's NumPy code; then a summary of "
-                    "fastdrop forward against its targets and a channel-dropout table.")
+        "bench", help="time fastdrop against the memory floor, textbook and best NumPy, PyTorch",
+        description="Time dropout implementations on the same arrays in one process: "
+                    "ns/element (fastest and median), GB/s, the ratio to the memory floor (a C "
+                    "pass over the same bytes) and to NumPy's in-place multiply, the speed-up "
+                    "over the textbook NumPy code, beside the machine's streaming bandwidth; "
+                    "then a summary, a channel-dropout table, each target with its verdict "
+                    "(met, missed, too noisy to tell) and how noisy the run was.")
     run.add_argument("--sizes", type=_size, nargs="+", default=list(bench.DEFAULT_SIZES),
                      metavar="N", help="elements per array (default: 1e4 1e6 6.4e7)")
     run.add_argument("--dtypes", nargs="+", type=_dtype_name, choices=bench.DTYPES,
@@ -219,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plot", type=_plot_path, metavar="PATH",
                      help="also draw throughput against size, one subplot per dtype, as a PNG "
                           f"at PATH (needs matplotlib: {bench.PLOT_INSTALL_HINT})")
+    run.add_argument("--no-bandwidth", action="store_true",
+                     help="skip the machine's streaming bandwidth (STREAM-like copy and scale "
+                          f"over two arrays of {bench.BANDWIDTH_BYTES // 2**20} MiB or "
+                          f"{bench.bandwidth.CACHE_MULTIPLE} times the last-level cache, "
+                          "whichever is more)")
     run.add_argument("--no-channel", action="store_true",
                      help="skip the channel-dropout table (a float32 array of shape "
                           f"{bench.format_shape(bench.CHANNEL_SHAPE)}, shared_axes="
@@ -256,9 +301,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns
     -------
     int
-        The exit status (argparse exits with status 2 on a bad command line).
+        The exit status: 0, or 2 for arrays too large for the memory (argparse exits with
+        status 2 on a bad command line).  Without a command it prints the help.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     return args.handler(args)
 
 

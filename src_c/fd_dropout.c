@@ -581,14 +581,11 @@ static void fp_env_set(const fp_env *env) { fesetenv(env); }
 #define FD_TILES_PER_CHUNK 16
 #endif
 
-/* Calls fn(ctx, t) for t in [0, tiles). */
-typedef void (*tile_fn)(const void *ctx, int64_t t);
-
 #if FD_USE_OPENMP
 typedef struct tile_loop {
     int64_t tiles;
     int threads;
-    tile_fn fn;
+    fd_tile_fn fn;
     const void *ctx;
     fp_env caller_env;
 } tile_loop;
@@ -627,9 +624,9 @@ static int run_parallel_on_new_thread(tile_loop *loop)
 }
 #endif
 
-/* Runs the tiles on `threads` threads.  One thread runs the plain loop: even a one-thread OpenMP
- * region costs more than a small call's whole work. */
-static void for_each_tile(int64_t tiles, int threads, tile_fn fn, const void *ctx)
+/* See fd_kernels.h.  One thread runs the plain loop: even a one-thread OpenMP region costs more
+ * than a small call's whole work. */
+void fd_tiles_run(int64_t tiles, int threads, fd_tile_fn fn, const void *ctx)
 {
 #if FD_USE_OPENMP
     if (threads > 1) {
@@ -680,7 +677,7 @@ static fd_status run(call *c)
         c->tile = c->tile < fits ? c->tile : fits;
     }
     int64_t tiles = (int64_t)((c->L.mask_size + c->tile - 1) / c->tile);
-    for_each_tile(tiles, effective_threads(p, c->L.elements, (uint64_t)tiles), call_tile, c);
+    fd_tiles_run(tiles, effective_threads(p, c->L.elements, (uint64_t)tiles), call_tile, c);
     return FD_OK;
 }
 
@@ -722,7 +719,7 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
         return status;
     generate g = {p, kernels_for(fd_simd_active()), L.mask_size, bits};
     int64_t tiles = (int64_t)((L.mask_size + FD_TILE_MAX_DECISIONS - 1) / FD_TILE_MAX_DECISIONS);
-    for_each_tile(tiles, effective_threads(p, L.mask_size, (uint64_t)tiles), generate_tile, &g);
+    fd_tiles_run(tiles, effective_threads(p, L.mask_size, (uint64_t)tiles), generate_tile, &g);
     return FD_OK;
 }
 

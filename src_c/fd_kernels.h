@@ -372,4 +372,11 @@ FD_DEFINE_ELEMENT(bf16, uint16_t, float, uint32_t, fd_bfloat_to_float, fd_float_
 FD_DEFINE_ELEMENT(f32, float, float, uint32_t, FD_IDENTITY, FD_IDENTITY)
 FD_DEFINE_ELEMENT(f64, double, double, uint64_t, FD_IDENTITY, FD_IDENTITY)
 
+/* Calls fn(ctx, t) for t in [0, tiles) on up to `threads` threads (OpenMP builds; the calling
+ * thread alone otherwise), taken in chunks as threads come free, each thread in the caller's
+ * floating-point environment, and safely in a child made by fork() (see fd_thread_limit).
+ * Defined in fd_dropout.c; fd_memory.c splits its passes with it too. */
+typedef void (*fd_tile_fn)(const void *ctx, int64_t t);
+void fd_tiles_run(int64_t tiles, int threads, fd_tile_fn fn, const void *ctx);
+
 #endif /* FD_KERNELS_H */

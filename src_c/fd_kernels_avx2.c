@@ -72,7 +72,9 @@ FD_AVX2 static inline void counters8(uint64_t first, uint64_t subsequence, __m25
  * and xor latencies, and the other groups' chains keep the execution units busy meanwhile.  Four
  * groups measured 10 % faster than two on Zen 3 (five and six, no better: registers run out).
  * Always inlined, so that each call's constant `groups` unrolls the loops. */
+#ifndef FD_PHILOX_GROUPS
 #define FD_PHILOX_GROUPS 4
+#endif
 
 FD_AVX2 static inline FD_ALWAYS_INLINE void philox8_rounds(
     const philox8_keys *keys, int groups, __m256i x[][4])

@@ -1,40 +1,49 @@
-"""The ``fastdrop`` command line: ``bench`` and ``info`` (timings themselves live in bench/)."""
+"""The ``fastdrop`` command line: ``bench`` and ``info`` (timings themselves live in bench/; the
+bench's modules alone are tested in test_bench.py)."""
 import importlib.util
 import json
 import os
 import pathlib
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 import fastdrop
 from fastdrop import bench
+from fastdrop.bench import runner
+from fastdrop.bench.formatting import number
+from fastdrop.bench.targets import HALF_DTYPES
 from fastdrop.cli import build_parser, main
 
 TINY = ["bench", "--sizes", "1000", "--repeats", "1"]
 SMALL_CHANNEL_SHAPE = (2, 3, 4, 5)
 CHANNEL_SHAPE = bench.CHANNEL_SHAPE  # before the autouse fixture below replaces it
+SMALL_BANDWIDTH_BYTES = 2**16
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-COLUMNS = ("size", "dtype", "peer", "ns/element", "GB/s", "ratio to floor", "speed-up over seed",
-           "repeats")
-RECORD_KEYS = {"size", "dtype", "peer", "seconds", "ns_per_element", "gb_per_s",
-               "ratio_to_floor", "speedup_over_seed", "repeats"}
-MACHINE_KEYS = {"cpu", "simd_path", "openmp", "threads", "default_threads", "python", "numpy",
-                "fastdrop", "torch"}
+COLUMNS = ["size", "dtype", "peer", "ns/element", "median", "spread", "CPU ns", "GB/s", "x floor",
+           "x multiply", "over textbook", "calls", "note"]
+RECORD_KEYS = {"size", "dtype", "peer", "seconds", "median_seconds", "spread", "cpu_seconds",
+               "descheduled", "ns_per_element", "gb_per_s", "floor", "ratio_to_floor",
+               "ratio_to_multiply", "speedup_over_textbook", "repeats", "batches", "remeasured",
+               "noisy", "busy_share", "uncertainty"}
+MACHINE_KEYS = {"cpu", "cpus", "last_level_cache", "simd_path", "openmp", "threads", "default_threads", "python",
+                "numpy", "fastdrop", "torch"}
 
 
-SECTION_STARTS = ("summary", "targets", "half precision", "channel dropout", "peers",
-                  "plot written")
+SECTION_STARTS = ("summary", "targets", "half precision", "channel dropout", "legend",
+                  "plot written", "noise:", "machine streaming")
 
 
 @pytest.fixture(autouse=True)
-def small_channel_shape(monkeypatch):
-    """The channel scenario on a (2, 3, 4, 5) array instead of 51 MB, to keep the tests quick
-    (``fastdrop bench`` reads bench.CHANNEL_SHAPE when it runs)."""
+def small_channel_shape_and_bandwidth(monkeypatch):
+    """The channel scenario on a (2, 3, 4, 5) array instead of 51 MB, and the bandwidth on 64 kB
+    arrays instead of 256 MiB or 4 times the last-level cache, to keep the tests quick
+    (``fastdrop bench`` reads these from fastdrop.bench when it runs)."""
     monkeypatch.setattr(bench, "CHANNEL_SHAPE", SMALL_CHANNEL_SHAPE)
+    monkeypatch.setattr(bench, "BANDWIDTH_BYTES", SMALL_BANDWIDTH_BYTES)
+    monkeypatch.setattr(bench.machine, "last_level_cache", lambda: None)
 
 
 def cells(line):
@@ -59,6 +68,11 @@ def table_rows(out, header_start="size", after=None):
     return rows
 
 
+def main_rows(out):
+    """The main table's rows, each padded with an empty note."""
+    return [row + [""] * (len(COLUMNS) - len(row)) for row in table_rows(out)]
+
+
 def peer_names(dtype):
     """The main table's peers that run here on `dtype`, in table order."""
     return [peer.name for peer in bench.available_peers() if peer.supports(dtype)]
@@ -72,33 +86,60 @@ def test_bench_prints_a_row_per_peer_and_dtype(capsys):
     assert main(TINY) == 0
     out, err = capsys.readouterr()
     header_line = next(line for line in out.splitlines() if line.startswith("size"))
-    for column in COLUMNS:
-        assert column in header_line
-    rows = table_rows(out)
+    assert cells(header_line) == COLUMNS
+    rows = main_rows(out)
     assert bench.DEFAULT_DTYPES == ("float32", "float64")
     assert [(row[0], row[1], row[2]) for row in rows] == [
         ("1e3", dtype, peer) for dtype in bench.DEFAULT_DTYPES for peer in peer_names(dtype)]
+    single = {peer.name for peer in bench.PEERS if peer.single_thread}
     for row in rows:
-        ns, gbs, floor, seed, repeats = row[3:]
-        assert ns.endswith(" ns") and float(ns[:-3]) > 0
-        assert gbs.endswith(" GB/s") and float(gbs[:-5]) > 0
-        assert floor.endswith("x floor") and seed.endswith("x seed")
-        assert repeats == "1"
+        ns, median, spread, cpu, gbs, floor, multiply, textbook, calls, note = row[3:]
+        assert 0 < float(ns) <= float(median)
+        assert spread.startswith("+") and spread.endswith("%")
+        assert (cpu == "-") == (row[2] not in single)
+        assert float(gbs) > 0
+        assert floor.endswith("x") and multiply.endswith("x") and textbook.endswith("x")
+        assert calls == "1"  # --repeats 1: exactly one timed call, never re-measured
+        assert note in ("", "noisy")
     by_peer = {(row[1], row[2]): row for row in rows}
     for dtype in bench.DEFAULT_DTYPES:
-        assert by_peer[dtype, bench.FLOOR][5] == "1.00x floor"
-        assert by_peer[dtype, bench.SEED][6] == "1.00x seed"
+        assert by_peer[dtype, bench.MEMORY_FLOOR][8] == "1.00x"
+        assert by_peer[dtype, bench.NUMPY_MULTIPLY][9] == "1.00x"
+        assert by_peer[dtype, bench.TEXTBOOK][10] == "1.00x"
     # The header names the machine and build; progress went to stderr, not into the table.
     assert f"threads {fastdrop.get_num_threads()}" in out
     assert f"SIMD {bench.simd_path()}" in out
     assert f"fastdrop {fastdrop.__version__}" in out
     assert f"numpy {np.__version__}" in out
     assert "keep_prob 0.8" in out
-    total = len(rows) + len(channel_peers())  # the progress bar counts the channel table too
-    assert f"{total}/{total}" in err and "[" in err
+    assert "100% done in" in err and "[####################]" in err
     assert "[#" not in out
     if bench.torch_module() is None:
-        assert "torch is not installed" in out
+        assert "PyTorch is not installed" in out
+
+
+def test_the_report_reads_legend_bandwidth_table_targets_then_noise(capsys):
+    """The legend comes before the tables, the bandwidth before the main table, the targets after
+    every table, and the last line says how noisy the run was."""
+    assert main(TINY + ["--sizes", "1e4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def first(prefix):
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    order = [first("fastdrop bench:"), first("legend ("), first("machine streaming bandwidth"),
+             first("size  dtype    peer"), first("summary of fastdrop forward"),
+             first("channel dropout"), first("targets,"), len(lines) - 1]
+    assert order == sorted(order)
+    assert lines[-1].startswith("noise: ")
+    assert any(level in lines[-1] for level in ("quiet:", "somewhat noisy:", "noisy:"))
+    assert "verdicts are too noisy to tell" in lines[-1]
+    # every peer of the tables is in the legend, under its family
+    legend = lines[first("legend (") + 1:first("columns:")]
+    named = {cells(line)[-2] for line in legend[1:]}
+    assert set(peer_names("float32")) | set(channel_peers()) <= named
+    families = [cells(line)[0] for line in legend[1:] if not line.startswith("   " * 4)]
+    assert {"floor", "NumPy", "fastdrop"} <= set(families)
 
 
 def test_bench_json_records(tmp_path, capsys):
@@ -108,6 +149,9 @@ def test_bench_json_records(tmp_path, capsys):
     assert main(argv) == 0
     capsys.readouterr()
     data = json.loads(path.read_text())
+    size_of_channel = int(np.prod(SMALL_CHANNEL_SHAPE))
+    assert set(data) == {"machine", "keep_prob", "statistic", "records", "summary",
+                         "half_precision", "channel", "bandwidth", "targets", "noise"}
     assert data["keep_prob"] == 0.5
     assert set(data["machine"]) == MACHINE_KEYS
     assert data["machine"]["fastdrop"] == fastdrop.__version__
@@ -121,30 +165,51 @@ def test_bench_json_records(tmp_path, capsys):
     records = data["records"]
     assert [(r["size"], r["dtype"], r["peer"]) for r in records] == [
         (size, "float64", peer) for size in (1000, 2000) for peer in peer_names("float64")]
+    single = {peer.name for peer in bench.PEERS if peer.single_thread}
     for record in records:
         assert set(record) == RECORD_KEYS
-        assert record["seconds"] > 0 and record["ns_per_element"] > 0 and record["gb_per_s"] > 0
+        assert 0 < record["seconds"] <= record["median_seconds"]
+        assert record["spread"] == pytest.approx(record["median_seconds"] / record["seconds"] - 1)
         assert record["ns_per_element"] == pytest.approx(record["seconds"] * 1e9 / record["size"])
-        assert record["repeats"] == 2
-    floors = {r["size"]: r["seconds"] for r in records if r["peer"] == bench.FLOOR}
-    seeds = {r["size"]: r["seconds"] for r in records if r["peer"] == bench.SEED}
-    for record in records:
-        assert record["ratio_to_floor"] == pytest.approx(record["seconds"] / floors[record["size"]])
-        assert record["speedup_over_seed"] == pytest.approx(seeds[record["size"]] /
-                                                            record["seconds"])
-    # The summary: fastdrop forward against the targets' baselines, from the same seconds.
+        assert record["repeats"] == 2 and record["remeasured"] is False
+        assert (record["cpu_seconds"] is None) == (record["peer"] not in single)
+        assert record["uncertainty"] is None or record["uncertainty"] >= record["spread"]
     seconds = {(r["size"], r["peer"]): r["seconds"] for r in records}
+    two_floors = bench.MEMORY_FLOOR_1_THREAD in peer_names("float64")
+    for record in records:
+        size = record["size"]
+        floor = (bench.MEMORY_FLOOR_1_THREAD if record["peer"] in single and two_floors
+                 else bench.MEMORY_FLOOR)
+        assert record["floor"] == floor
+        assert record["ratio_to_floor"] == pytest.approx(record["seconds"] / seconds[size, floor])
+        assert record["ratio_to_multiply"] == pytest.approx(
+            record["seconds"] / seconds[size, bench.NUMPY_MULTIPLY])
+        assert record["speedup_over_textbook"] == pytest.approx(
+            seconds[size, bench.TEXTBOOK] / record["seconds"])
+    # The summary: fastdrop forward against the summary's peers, from the same seconds.
     assert [(row["size"], row["dtype"]) for row in data["summary"]] == [
         (1000, "float64"), (2000, "float64")]
+    compared = {peer.name for peer in bench.PEERS if peer.summary_label is not None}
     for row in data["summary"]:
         forward = seconds[row["size"], bench.FORWARD]
-        assert row["ratio_to_floor"] == pytest.approx(forward / floors[row["size"]])
-        assert row["ratio_to_floor_1_thread"] == pytest.approx(
-            seconds[row["size"], bench.FORWARD_1_THREAD] / floors[row["size"]])
-        assert set(row["speedup_over"]) == {name for name in bench.SUMMARY_BASELINES
-                                            if name in peer_names("float64")}
+        assert row["ratio_to_floor"] == pytest.approx(forward / seconds[row["size"],
+                                                                        bench.MEMORY_FLOOR])
+        assert set(row["speedup_over"]) == compared & set(peer_names("float64"))
         for name, speedup in row["speedup_over"].items():
             assert speedup == pytest.approx(seconds[row["size"], name] / forward)
+    # The targets are judged at the largest size (2e3), none at 1e4 (not run), and the channel
+    # target on the channel array.
+    assert data["targets"] and {v["size"] for v in data["targets"]} == {2000, size_of_channel}
+    for verdict in data["targets"]:
+        assert verdict["verdict"] in ("met", "missed", "too noisy to tell", "not measured")
+    assert data["noise"]["line"].startswith("noise: ")
+    assert data["noise"]["rows"] == len(records) + len(data["channel"]["records"])
+    # The bandwidth: copy and scale on 1 thread and on the bench's threads.
+    counts = sorted({1, fastdrop.get_num_threads()})
+    assert [(b["kernel"], b["threads"]) for b in data["bandwidth"]] == [
+        (kernel, n) for kernel in ("copy", "scale") for n in counts]
+    assert all(b["gb_per_s"] >= b["median_gb_per_s"] > 0 for b in data["bandwidth"])
+    assert all(b["nbytes"] == SMALL_BANDWIDTH_BYTES for b in data["bandwidth"])
     # The channel scenario, under its own key.
     channel = data["channel"]
     assert channel["shape"] == list(SMALL_CHANNEL_SHAPE)
@@ -153,35 +218,38 @@ def test_bench_json_records(tmp_path, capsys):
     assert [(r["size"], r["dtype"], r["peer"]) for r in channel["records"]] == [
         (size, "float32", peer) for peer in channel_peers()]
     floor = channel["records"][0]["seconds"]
+    assert channel["records"][0]["peer"] == bench.MEMORY_FLOOR
     for record in channel["records"]:
         assert set(record) == RECORD_KEYS
         assert record["seconds"] > 0 and record["repeats"] == 2
-        assert record["ratio_to_floor"] == pytest.approx(record["seconds"] / floor)
-        assert record["speedup_over_seed"] is None  # the seed code is not a channel peer
+        if record["floor"] == bench.MEMORY_FLOOR:
+            assert record["ratio_to_floor"] == pytest.approx(record["seconds"] / floor)
+        assert record["speedup_over_textbook"] is None  # no textbook peer on channels
 
 
 def test_bench_single_thread_forward_row_and_summary(capsys):
     assert main(TINY + ["--sizes", "1000", "3e3"]) == 0
     out = capsys.readouterr().out
-    rows = table_rows(out)
+    rows = main_rows(out)
     by_peer = {(row[0], row[1], row[2]): row for row in rows}
     for size in ("1e3", "3e3"):
         for dtype in bench.DEFAULT_DTYPES:
             row = by_peer[size, dtype, bench.FORWARD_1_THREAD]
-            assert row[5].endswith("x floor") and float(row[5][:-len("x floor")]) > 0
-    legend = out[out.index("\npeers ("):].splitlines()
+            assert float(row[8][:-1]) > 0 and float(row[6]) > 0  # x floor, CPU ns
+    legend = out[out.index("\nlegend ("):].splitlines()
     assert ["fastdrop forward 1 thread",
             "fastdrop.dropout(x, q, out=x, stream=s), fastdrop.set_num_threads(1)"] \
-        in [cells(line) for line in legend]
+        in [cells(line)[-2:] for line in legend]
     # The summary block: one row per (size, dtype), the forward's ratios copied from the table
-    # and a speed-up column per baseline that ran.
+    # and a speed-up column per summary peer that ran.
     assert "summary of fastdrop forward" in out
-    assert "targets at 6.4e7:" in out and ">= 10x best numpy" in out and ">= 30x torch" in out
     header = next(line for line in out.splitlines() if line.startswith("size  dtype    x floor"))
     torch = bench.torch_module() is not None
-    expected = ["size", "dtype", "x floor", "1 thread x floor", "over seed", "over best numpy"]
+    expected = ["size", "dtype", "x floor", "1 thread x floor", "over textbook",
+                "over best NumPy"]
     if torch:
-        expected += ["over torch 1 thread", "over torch all threads", "module over torch.nn"]
+        expected += ["over PyTorch 1 thread", "over PyTorch all threads",
+                     "module over nn.Dropout"]
     assert cells(header) == expected
     summary = table_rows(out, "size  dtype    x floor")
     assert [(row[0], row[1]) for row in summary] == [
@@ -193,15 +261,31 @@ def test_bench_single_thread_forward_row_and_summary(capsys):
         assert all(cell.endswith("x") and float(cell[:-1]) > 0 for cell in ratios)
         assert not torch or row[1] == "float32" or row[-1] == "-"
         table = by_peer[row[0], row[1], bench.FORWARD]
-        assert row[2] == table[5][:-len(" floor")]
-        assert row[3] == by_peer[row[0], row[1], bench.FORWARD_1_THREAD][5][:-len(" floor")]
-        assert row[4] == table[6][:-len(" seed")]
+        assert row[2] == table[8]
+        assert row[3] == by_peer[row[0], row[1], bench.FORWARD_1_THREAD][8]
+        assert row[4] == table[10]
+
+
+def test_bench_targets_have_verdicts(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(TINY + ["--sizes", "1e4", "3e3", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(path.read_text())
+    title = next(line for line in out.splitlines() if line.startswith("targets,"))
+    assert "at 1e4, the run's largest size (they are set for 6.4e7" in title
+    printed = table_rows(out, "target  ", after="targets,")
+    assert len(printed) == len(data["targets"]) > 0
+    for cells_, verdict in zip(printed, data["targets"]):
+        assert cells_[0] == verdict["target"] and cells_[1] == verdict["dtype"]
+        assert cells_[-1] == verdict["verdict"]
+        if verdict["value"] is not None:
+            assert cells_[3] == f"{number(verdict['value'])}x"
 
 
 def test_bench_half_precision_summary(tmp_path, capsys):
     """float16 (and bfloat16 where ml_dtypes is installed) beside float32: the section holds
     the table's GB/s and seed speed-ups, and float32's GB/s over each half dtype's."""
-    half = [name for name in bench.HALF_DTYPES if name in bench.DTYPES]
+    half = [name for name in HALF_DTYPES if name in bench.DTYPES]
     path = tmp_path / "bench.json"
     assert main(TINY + ["--dtypes", *half, "float32", "--no-channel", "--json", str(path)]) == 0
     out = capsys.readouterr().out
@@ -219,12 +303,15 @@ def test_bench_half_precision_summary(tmp_path, capsys):
             assert row[f"{direction}_gb_per_s"] == own["gb_per_s"]
             assert row[f"{direction}_float32_gb_per_s"] == single["gb_per_s"]
             assert row[f"{direction}_float32_ratio"] == pytest.approx(ratio)
-            assert row[f"{direction}_speedup_over_seed"] == own["speedup_over_seed"]
-            assert cells_[2 + 3 * k:5 + 3 * k] == [bench._number(own["gb_per_s"]),
-                                                   bench._number(single["gb_per_s"]),
-                                                   f"{bench._number(ratio)}x"]
-        assert cells_[8:] == [f"{bench._number(row['forward_speedup_over_seed'])}x",
-                              f"{bench._number(row['backward_speedup_over_seed'])}x"]
+            assert row[f"{direction}_speedup_over_textbook"] == own["speedup_over_textbook"]
+            assert row[f"{direction}_ratio_to_floor"] == own["ratio_to_floor"]
+            assert own["floor"] == bench.MEMORY_FLOOR
+            assert cells_[2 + 4 * k:6 + 4 * k] == [number(own["gb_per_s"]),
+                                                   number(single["gb_per_s"]),
+                                                   f"{number(ratio)}x",
+                                                   f"{number(own['ratio_to_floor'])}x"]
+        assert cells_[10:] == [f"{number(row['forward_speedup_over_textbook'])}x",
+                               f"{number(row['backward_speedup_over_textbook'])}x"]
 
 
 def test_bench_half_precision_summary_needs_float32(tmp_path, capsys):
@@ -253,20 +340,22 @@ def test_bench_channel_table(capsys):
     out = capsys.readouterr().out
     title = next(line for line in out.splitlines() if line.startswith("channel dropout"))
     assert "float32 x of shape 2x3x4x5 (120 elements), shared_axes=(2, 3)" in title
-    assert "fastdrop channel <= 1.1x floor" in title
     header = next(line for line in out.splitlines() if line.startswith("shape"))
-    assert cells(header) == ["shape", "dtype", "peer", "ns/element", "GB/s", "ratio to floor",
-                             "repeats"]
+    assert cells(header) == ["shape", *(column for column in COLUMNS[1:]
+                                        if column != "over textbook")]
     rows = table_rows(out, "shape", after="channel dropout")
     assert [(row[0], row[1], row[2]) for row in rows] == [
         ("2x3x4x5", "float32", peer) for peer in channel_peers()]
-    assert rows[0][5] == "1.00x floor"
+    assert rows[0][8] == "1.00x" and rows[0][9] == "-"  # no NumPy multiply on channels
     for row in rows:
-        assert float(row[3][:-len(" ns")]) > 0 and float(row[4][:-len(" GB/s")]) > 0
-        assert row[6] == "1"
-    legend = out[out.index("\npeers ("):].splitlines()
+        assert float(row[3]) > 0 and float(row[7]) > 0
+        assert row[10] == "1"
+    verdict = next(line for line in out.splitlines()
+                   if line.startswith("fastdrop channel <= 1.1x memory floor"))
+    assert "2x3x4x5" not in verdict and cells(verdict)[1:3] == ["float32", "120"]
+    legend = out[out.index("\nlegend ("):].splitlines()
     assert ["fastdrop channel", "fastdrop.dropout(x, q, shared_axes=(2, 3), out=x, stream=s)"] \
-        in [cells(line) for line in legend]
+        in [cells(line)[-2:] for line in legend]
 
 
 def test_bench_no_channel_skips_the_channel_table(tmp_path, capsys):
@@ -274,8 +363,7 @@ def test_bench_no_channel_skips_the_channel_table(tmp_path, capsys):
     assert main(TINY + ["--dtypes", "float32", "--no-channel", "--json", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "channel dropout" not in out and "fastdrop channel" not in out
-    rows = table_rows(out)
-    assert f"{len(rows)}/{len(rows)}" in err
+    assert "100% done" in err
     assert json.loads(path.read_text())["channel"] is None
 
 
@@ -286,8 +374,8 @@ def test_the_default_run_includes_the_channel_scenario():
     assert CHANNEL_SHAPE == (64, 64, 56, 56)
 
 
-@pytest.mark.parametrize("name", [bench.CHANNEL, "torch dropout2d 1 thread",
-                                  "torch dropout2d all threads"])
+@pytest.mark.parametrize("name", [bench.CHANNEL, "PyTorch dropout2d 1 thread",
+                                  "PyTorch dropout2d all threads"])
 def test_channel_peers_drop_whole_channels(name):
     peer = next(peer for peer in bench.CHANNEL_PEERS if peer.name == name)
     if not peer.available():
@@ -312,13 +400,15 @@ def test_run_returns_both_scenarios():
 
 
 def test_peers_left_out_for_dtypes_they_do_not_take(monkeypatch):
-    only64 = bench.Peer("float64 only", "x", bench._floor, dtypes=("float64",))
-    monkeypatch.setattr(bench, "PEERS", [*bench.PEERS[:3], only64])
+    """A peer is one entry of the registry; it runs on the dtypes it takes."""
+    only64 = bench.Peer("float64 only", "x", bench.PEERS[0].prepare, "NumPy", dtypes=("float64",))
+    head = bench.PEERS[:3]
+    monkeypatch.setattr(runner, "PEERS", [*head, only64])
     results = bench.run([100], ["float32", "float64"], repeats=1)
+    names = [p.name for p in head if p.available()]
     assert [(r.dtype, r.peer) for r in results.records] == [
         (dtype, peer) for dtype in ("float32", "float64")
-        for peer in [p.name for p in bench.PEERS[:3]] + (["float64 only"] if dtype == "float64"
-                                                          else [])]
+        for peer in names + (["float64 only"] if dtype == "float64" else [])]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
@@ -368,7 +458,6 @@ def test_bench_threads_option_applies_during_the_run_only(capsys):
     (["bench", "--plot", "/nonexistent-dir/out.png"], "--plot"),
     (["bench", "--no-such-option"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
-    ([], "required"),
 ])
 def test_bad_options_exit_nonzero_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -378,6 +467,37 @@ def test_bad_options_exit_nonzero_with_a_message(argv, message, capsys):
     assert message in err
     assert "error" in err
     assert out == ""
+
+
+def test_no_command_prints_the_help(capsys):
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out == build_parser().format_help() and err == ""
+    assert "bench" in out and "info" in out and "explain" in out
+
+
+def test_sizes_that_cannot_fit_are_refused_before_anything_runs(monkeypatch, capsys):
+    class Ran(Exception):
+        pass
+
+    def run(*args, **kwargs):
+        raise Ran
+
+    monkeypatch.setattr(bench, "available_memory", lambda: 8 * 10**9)
+    monkeypatch.setattr(bench, "run", run)
+    assert main(["bench", "--sizes", "1e11"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "error" in err and "1e11 float32" in err and "8.0 GB" in err and "--sizes" in err
+    # 1e8 float32 needs about 2.1 GB (x, its copy, the textbook code's float64 uniforms and
+    # bool mask): refused with 2 GB, run with 3 GB
+    monkeypatch.setattr(bench, "available_memory", lambda: 2 * 10**9)
+    assert main(["bench", "--sizes", "1e8", "--dtypes", "float32", "--no-bandwidth",
+                 "--no-channel"]) == 2
+    monkeypatch.setattr(bench, "available_memory", lambda: 3 * 10**9)
+    with pytest.raises(Ran):
+        main(["bench", "--sizes", "1e8", "--dtypes", "float32", "--no-bandwidth",
+              "--no-channel"])
 
 
 def test_info(capsys):
@@ -404,213 +524,6 @@ def test_python_dash_m_fastdrop_info(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"fastdrop {fastdrop.__version__}" in result.stdout.splitlines()
     assert "threads: 1 (default" in result.stdout
-
-
-# ---------------------------------------------------------------------------------------------
-# The timing method, on fake peers and a fake clock: what is called, refilled and kept
-# ---------------------------------------------------------------------------------------------
-
-class FakeClock:
-    """A `perf_counter` that only moves when a fake peer's call or a refill advances it."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self):
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(bench, "time", fake)
-    return fake
-
-
-REFILL_SECONDS = 1e-6
-
-
-def logged_workspace(log, clock, size=100):
-    """A float32 workspace whose refills are logged and take REFILL_SECONDS on `clock`."""
-    ws = bench.Workspace.create(size, "float32", 0.8)
-    refill = ws.refill
-
-    def logged_refill():
-        log.append("refill")
-        clock.now += REFILL_SECONDS
-        refill()
-
-    ws.refill = logged_refill
-    return ws
-
-
-def fake_peer(name, log, clock, cost):
-    """A peer whose call logs itself and takes ``cost(pass_number, call_number)`` seconds on
-    `clock` (both counted from 1 for this peer); its context logs its entry and exit."""
-    entries = []
-
-    @contextmanager
-    def prepare(ws):
-        entries.append(name)
-        log.append(("enter", name))
-        calls = []
-
-        def call():
-            calls.append(1)
-            clock.now += cost(len(entries), len(calls))
-            log.append(name)
-
-        try:
-            yield call
-        finally:
-            log.append(("exit", name))
-
-    return bench.Peer(name, "fake", prepare)
-
-
-def contexts(log):
-    """The log cut at each context: (peer name, the calls before its first refill, then the
-    runs of consecutive calls after each refill), checking that contexts never nest and nothing is called outside one."""
-    segments = []
-    current = None
-    for event in log:
-        if isinstance(event, tuple):
-            kind, name = event
-            assert (kind == "enter") == (current is None), "contexts overlap"
-            current = (name, [0]) if kind == "enter" else None
-            if kind == "enter":
-                segments.append(current)
-        elif event == "refill":
-            assert current is not None, "refill outside a context"
-            current[1].append(0)
-        else:
-            assert current is not None and event == current[0], "call outside its context"
-            current[1][-1] += 1
-    assert current is None
-    return segments
-
-
-def constant(seconds):
-    return lambda number, call: seconds
-
-
-def test_max_batch_bounds_the_growth_of_in_place_dropout():
-    assert bench.max_batch(0.8) == 12
-    assert bench.max_batch(0.5) == 4
-    assert bench.max_batch(1.0) == bench.MAX_BATCH == 16
-    assert bench.max_batch(0.01) == 1
-    for q in (0.05, 0.3, 0.5, 0.8, 0.9, 0.99):
-        calls = bench.max_batch(q)
-        assert calls == 1 or (1 / q) ** calls <= bench.BATCH_GROWTH * (1 + 1e-9)
-        assert calls == bench.MAX_BATCH or (1 / q) ** (calls + 1) > bench.BATCH_GROWTH
-
-
-def test_plan_timing():
-    # Short calls: full batches (12 at keep_prob 0.8), up to MAX_REPEATS calls, three passes.
-    plan = bench.plan_timing(1e-6, 1e-6, 0.8)
-    sizes = [size for batches in plan.passes for size in batches]
-    assert set(sizes) == {12} and len(plan.passes) == bench.PASSES
-    assert plan.calls == 12 * (bench.MAX_REPEATS // 12)
-    assert max(map(len, plan.passes)) - min(map(len, plan.passes)) <= 1
-    # The batch lasts about BATCH_SECONDS: 0.4 ms calls go in threes, 1 ms calls alone.
-    assert bench.plan_timing(4e-4, 0, 0.8).passes[0][0] == 3
-    assert bench.plan_timing(1e-3, 0, 0.8).passes[0][0] == 1
-    # The budget (0.3 s) counts the refills and a warm-up call per pass: 40 ms calls and 40 ms
-    # refills fit two passes and three calls; a call longer than the budget gets one call.
-    assert bench.REPEAT_SECONDS == 0.3
-    assert bench.plan_timing(0.04, 0.04, 0.8).passes == ((1, 1), (1,))
-    assert bench.plan_timing(5.0, 0.0, 0.8).passes == ((1,),)
-    # An explicit count is exactly that many calls, in the same batches, the last shorter.
-    assert bench.plan_timing(1e-6, 0, 0.8, repeats=30).passes == ((12,), (12,), (6,))
-    assert bench.plan_timing(1e-6, 0, 0.5, repeats=10).passes == ((4,), (4,), (2,))
-    assert bench.plan_timing(5.0, 0, 0.8, repeats=5).passes == ((1, 1), (1, 1), (1,))
-    assert bench.plan_timing(1e-6, 0, 0.8, repeats=1).passes == ((1,),)
-
-
-def test_short_calls_are_timed_in_batches_in_passes_interleaved_across_peers(clock):
-    log = []
-    ws = logged_workspace(log, clock)
-    peers = [fake_peer(bench.FLOOR, log, clock, constant(1e-6)),
-             fake_peer("slow", log, clock, constant(5.0)),
-             fake_peer("fast", log, clock, constant(2e-6))]
-    timings = bench.measure_group(peers, ws)
-    segments = contexts(log)
-    # Pass 1 takes every peer; the slow one (a call longer than the budget) is done then.
-    assert [name for name, _ in segments] == [bench.FLOOR, "slow", "fast", bench.FLOOR, "fast",
-                                              bench.FLOOR, "fast"]
-    plans = {bench.FLOOR: bench.plan_timing(1e-6, REFILL_SECONDS, 0.8),
-             "fast": bench.plan_timing(2e-6, REFILL_SECONDS, 0.8)}
-    seen = {name: 0 for name in plans}
-    for name, runs in segments:
-        if name == "slow":
-            assert runs == [1, 1]  # a warm-up call, then the one timed call
-            continue
-        # Every pass: a warm-up call; pass 1 also a refill and a probe call; then the pass's
-        # batches, each refilled first.
-        warmups = [1, 1] if seen[name] == 0 else [1]
-        assert runs == warmups + list(plans[name].passes[seen[name]])
-        assert all(calls <= bench.max_batch(0.8) for calls in runs)
-        seen[name] += 1
-    assert seen == {name: len(plan.passes) for name, plan in plans.items()}
-    assert timings == [(pytest.approx(1e-6), plans[bench.FLOOR].calls), (5.0, 1),
-                       (pytest.approx(2e-6), plans["fast"].calls)]
-
-
-def test_explicit_repeats_are_exactly_that_many_timed_calls(clock):
-    log = []
-    ws = logged_workspace(log, clock)
-    peers = [fake_peer(bench.FLOOR, log, clock, constant(1e-6)),
-             fake_peer("slow", log, clock, constant(5.0))]
-    assert bench.measure_group(peers, ws, repeats=30) == [(pytest.approx(1e-6), 30), (5.0, 30)]
-    runs = {}
-    for name, segment in contexts(log):
-        runs.setdefault(name, []).append(segment)
-    assert runs[bench.FLOOR] == [[1, 1, 12], [1, 12], [1, 6]]
-    # A long call is timed alone, so the probe is the first of the 30 calls.
-    assert runs["slow"] == [[1] + [1] * 10, [1] * 11, [1] * 11]
-
-
-def test_a_slow_first_call_does_not_cut_the_repeats(clock):
-    """fastdrop.torch's module pays its first-use initialisation in its first call: the plan
-    comes from the faster of the warm-up and the probe."""
-    log = []
-    ws = logged_workspace(log, clock)
-    first_use = fake_peer(bench.FLOOR, log, clock,
-                          lambda number, call: 0.5 if (number, call) == (1, 1) else 1e-6)
-    [(seconds, repeats)] = bench.measure_group([first_use], ws)
-    assert seconds == pytest.approx(1e-6)
-    assert repeats == bench.plan_timing(1e-6, REFILL_SECONDS, 0.8).calls > 100
-
-
-def test_ratios_come_from_the_minimum_over_the_passes(clock, monkeypatch):
-    """A slow spell of the host in pass 2 (everything 3x slower) leaves the minimums, and the
-    ratios taken from them, as they are."""
-    log = []
-
-    def spell(seconds):
-        return lambda number, call: seconds * (3 if number == 2 else 1)
-
-    peers = (fake_peer(bench.FLOOR, log, clock, spell(1e-6)),
-             fake_peer(bench.SEED, log, clock, spell(8e-6)),
-             fake_peer("dropout", log, clock, spell(2e-6)))
-    ws = logged_workspace(log, clock)
-    monkeypatch.setattr(bench.Workspace, "create", lambda *args: ws)
-    steps = []
-    [records] = bench.run_groups([bench.Group((100,), "float32", peers)],
-                                 progress=lambda *step: steps.append(step))
-    by_peer = {record.peer: record for record in records}
-    assert by_peer[bench.FLOOR].seconds == pytest.approx(1e-6)
-    assert by_peer["dropout"].seconds == pytest.approx(2e-6)
-    assert by_peer["dropout"].ratio_to_floor == pytest.approx(2.0)
-    assert by_peer["dropout"].speedup_over_seed == pytest.approx(4.0)
-    assert by_peer[bench.SEED].ratio_to_floor == pytest.approx(8.0)
-    # Progress: every pass of every peer announced, the count of finished peers never going
-    # back, and done == total at the end.
-    assert [step[2] for step in steps[:-1]] == [
-        f"{name} float32 100 pass {number}" for number in (1, 2, 3)
-        for name in (bench.FLOOR, bench.SEED, "dropout")]
-    assert [step[0] for step in steps] == sorted(step[0] for step in steps)
-    assert steps[-1] == (3, 3, "")
 
 
 # Without ml_dtypes, fastdrop serves no bfloat16, and `--dtypes bfloat16` says what to install.

@@ -40,7 +40,8 @@ def test_install_hints_name_the_distribution_and_its_extras():
     names this distribution, or "." (the source tree), and extras it declares (the package
     index's "fastdrop" is another project)."""
     declared = set(importlib.metadata.metadata(DISTRIBUTION).get_all("Provides-Extra"))
-    texts = {path.name: path.read_text(encoding="utf-8") for path in PACKAGE_DIR.glob("*.py")}
+    texts = {str(path.relative_to(PACKAGE_DIR)): path.read_text(encoding="utf-8")
+             for path in PACKAGE_DIR.rglob("*.py")}
     if README.exists():
         texts["README.md"] = README.read_text(encoding="utf-8")
     hints = [(name, m["name"], set(m["extras"].split(",")))

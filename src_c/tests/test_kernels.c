@@ -24,6 +24,10 @@
  *   pool threads' own mode as it was (x86); a child made by fork() after threaded calls completes
  *   its threaded calls with the parent's bytes, on one thread and, after fd_thread_limit_lift,
  *   on threads of its own (POSIX).
+ * - the bench's memory passes (fd_memory.h): the floor's XOR pass changes every byte of its span
+ *   by the pattern's byte for its offset and nothing outside it, and copy and scale write exactly
+ *   their output, at several start alignments, on sizes around the tile and the threading
+ *   threshold, on 1 and 3 threads, on every SIMD path the CPU supports.
  *
  * Exit status 0 when everything passed; failures are printed to stderr.
  */
@@ -36,6 +40,7 @@
 #include <string.h>
 
 #include "fd_dropout.h"
+#include "fd_memory.h"
 #include "fd_philox.h"
 
 #if FD_FORK_HANDLERS
@@ -644,6 +649,85 @@ static void test_floating_point_environment(void)
 #endif
 }
 
+/* The memory passes of fd_memory.h, each array inside guard bytes that must stay as they were. */
+#define MEMORY_GUARD 64
+
+static void test_memory_on_active_path(int max_threads)
+{
+    const size_t sizes[] = {0, 1, 7, 8, 9, 15, 17, 100, FD_MEMORY_TILE_BYTES - 1,
+                            FD_MEMORY_TILE_BYTES + 9, FD_MEMORY_PARALLEL_MIN_BYTES + 13,
+                            3 * FD_MEMORY_PARALLEL_MIN_BYTES + 5};
+    const uint64_t pattern = 0x8877665544332211u;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        size_t total = n + 2 * MEMORY_GUARD + 8;
+        unsigned char *a = malloc(total), *b = malloc(total), *before = malloc(total);
+        double *x = malloc((n / 8 + 1) * sizeof(double)), *y = malloc((n / 8 + 3) * sizeof(double));
+        CHECK(a && b && before && x && y, "out of memory");
+        if (!(a && b && before && x && y))
+            return;
+        for (int threads = 1; threads <= max_threads; threads += 2)
+            for (size_t align = 0; align < 8; align += 3) {
+                unsigned char *data = a + MEMORY_GUARD + align;
+                for (size_t i = 0; i < total; i++)
+                    a[i] = (unsigned char)next_random();
+                memcpy(before, a, total);
+                fd_memory_xor(data, n, pattern, threads);
+                size_t wrong = 0;
+                for (size_t i = 0; i < total; i++) {
+                    size_t at = i - (MEMORY_GUARD + align);
+                    int inside = i >= MEMORY_GUARD + align && at < n;
+                    unsigned char want = inside ? (unsigned char)(before[i] ^ (pattern >> (8 * (at % 8))))
+                                                : before[i];
+                    wrong += a[i] != want;
+                }
+                CHECK(wrong == 0, "memory xor of %zu bytes at +%zu, %d threads: %zu bytes wrong",
+                      n, align, threads, wrong);
+                fd_memory_xor(data, n, pattern, threads);
+                CHECK(memcmp(a, before, total) == 0, "memory xor twice is not the identity");
+
+                memset(b, 0xA5, total);
+                fd_memory_copy(data, b + MEMORY_GUARD + align, n, threads);
+                wrong = 0;
+                for (size_t i = 0; i < total; i++) {
+                    int inside = i >= MEMORY_GUARD + align && i - (MEMORY_GUARD + align) < n;
+                    wrong += b[i] != (inside ? a[i] : 0xA5);
+                }
+                CHECK(wrong == 0, "memory copy of %zu bytes at +%zu, %d threads: %zu bytes wrong",
+                      n, align, threads, wrong);
+            }
+        /* scale: n / 8 doubles written into y[1 .. n / 8], y[0] and the last slot as guards */
+        size_t count = n / 8;
+        for (size_t i = 0; i < count; i++)
+            x[i] = (double)(int)(next_random() % 2001) - 1000.5;
+        for (int threads = 1; threads <= max_threads; threads += 2) {
+            for (size_t i = 0; i < count + 2; i++)
+                y[i] = -7.0;
+            fd_memory_scale_f64(x, y + 1, count, 3.0, threads);
+            size_t wrong = (y[0] != -7.0) + (y[count + 1] != -7.0);
+            for (size_t i = 0; i < count; i++)
+                wrong += y[i + 1] != 3.0 * x[i];
+            CHECK(wrong == 0, "memory scale of %zu doubles, %d threads: %zu wrong", count, threads,
+                  wrong);
+        }
+        free(a);
+        free(b);
+        free(before);
+        free(x);
+        free(y);
+    }
+}
+
+static void test_memory(int max_threads)
+{
+    for (int path = FD_SIMD_SCALAR; path <= FD_SIMD_AVX512; path++)
+        if (fd_simd_supported((fd_simd)path)) {
+            CHECK(fd_simd_select((fd_simd)path) == FD_OK, "select %d", path);
+            test_memory_on_active_path(max_threads);
+        }
+    CHECK(fd_simd_select(fd_simd_best()) == FD_OK, "select the best path");
+}
+
 /* Runs after threaded calls in this process, so the child inherits a pool without threads. */
 static void test_fork(void)
 {
@@ -683,6 +767,7 @@ int main(void)
     test_known_answers();
     int max_threads = fd_openmp_enabled() ? 3 : 1;
     test_kernels(max_threads);
+    test_memory(max_threads);
     test_floating_point_environment();
     test_fork();
     int paths = 0;
