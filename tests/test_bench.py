@@ -12,7 +12,8 @@ import pytest
 import fastdrop
 from fastdrop import _core
 from fastdrop.bench import bandwidth, noise, records, runner, targets, timing
-from fastdrop.bench.peers import (BEST_NUMPY, FORWARD, FORWARD_1_THREAD, MEMORY_FLOOR,
+from fastdrop.bench.peers import (BEST_NUMPY, FASTDROP_JAX, FASTDROP_JAX_GRAD, FORWARD,
+                                  FORWARD_1_THREAD, JAX_DROPOUT, JAX_DROPOUT_GRAD, MEMORY_FLOOR,
                                   MEMORY_FLOOR_1_THREAD, NUMPY_MULTIPLY, PEERS, TEXTBOOK, Peer,
                                   Workspace, registry)
 from fastdrop.bench.report import format_bandwidth, format_legend, format_records
@@ -115,6 +116,34 @@ def test_the_floor_peers_leave_the_data_and_run_on_their_threads(monkeypatch):
     finally:
         fastdrop.set_num_threads(_core.default_num_threads())
     assert seen == [(True, 0, 2), (True, 0, 1)]
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_the_jax_peers_compute_dropout_and_its_gradient(backward):
+    """fastdrop.jax's rows run fastdrop's mask for their key (its gradient: the mask over q);
+    JAX's rows keep each unit, scaled by 1 / q, or zero it, and keep about q of them."""
+    pytest.importorskip("jax", reason='needs jax: pip install "fastdropout[jax]"')
+    import jax
+
+    import fastdrop.jax as fastdrop_jax
+
+    q = 0.8
+    ws = Workspace.create(20000, "float32", q)
+    with registry()[FASTDROP_JAX_GRAD if backward else FASTDROP_JAX].prepare(ws) as call:
+        result = np.asarray(call())
+    expected, _ = fastdrop.dropout(ws.source if backward else ws.x, q,
+                                   seed=fastdrop_jax.key_to_seed(jax.random.key(0)))
+    if backward:
+        expected = (expected != 0) / np.float32(q)
+    assert np.array_equal(result, expected)
+
+    with registry()[JAX_DROPOUT_GRAD if backward else JAX_DROPOUT].prepare(ws) as call:
+        result = np.asarray(call())
+    kept = result != 0
+    scaled = np.ones_like(ws.x) if backward else ws.x
+    # XLA may turn the division by the constant q into a multiplication by its reciprocal.
+    np.testing.assert_allclose(result[kept], (scaled / np.float32(q))[kept], rtol=2.0**-22)
+    assert abs(kept.mean() - q) < 5 * math.sqrt(q * (1 - q) / kept.size)
 
 
 # ---------------------------------------------------------------------------------------------

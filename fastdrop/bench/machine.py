@@ -63,6 +63,25 @@ def has_torch() -> bool:
     return torch_module() is not None
 
 
+def jax_module():
+    """JAX when it imports, else None (its peers are then left out).
+
+    Returns
+    -------
+    module or None
+    """
+    try:
+        import jax
+    except (ImportError, OSError):
+        return None
+    return jax
+
+
+def has_jax() -> bool:
+    """Whether JAX imports here."""
+    return jax_module() is not None
+
+
 def available_memory() -> Optional[int]:
     """Bytes of memory that new allocations can take without swapping, where the OS says.
 

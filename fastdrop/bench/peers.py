@@ -18,7 +18,7 @@ import fastdrop
 from fastdrop import _core
 from fastdrop._api import SUPPORTED_DTYPES
 
-from .machine import has_torch, torch_module
+from .machine import has_jax, has_torch, jax_module, torch_module
 
 DTYPES = tuple(dtype.name for dtype in SUPPORTED_DTYPES)
 
@@ -32,8 +32,9 @@ CHANNEL_DTYPE = "float32"
 FLOOR_FAMILY = "floor"
 NUMPY_FAMILY = "NumPy"
 TORCH_FAMILY = "PyTorch"
+JAX_FAMILY = "JAX"
 FASTDROP_FAMILY = "fastdrop"
-FAMILIES = (FLOOR_FAMILY, NUMPY_FAMILY, TORCH_FAMILY, FASTDROP_FAMILY)
+FAMILIES = (FLOOR_FAMILY, NUMPY_FAMILY, TORCH_FAMILY, JAX_FAMILY, FASTDROP_FAMILY)
 
 MEMORY_FLOOR = "memory floor"
 MEMORY_FLOOR_1_THREAD = "memory floor 1 thread"
@@ -50,6 +51,10 @@ TORCH_1_THREAD = "PyTorch dropout 1 thread"
 TORCH_ALL_THREADS = "PyTorch dropout all threads"
 FASTDROP_MODULE = "fastdrop.torch module"
 TORCH_MODULE = "PyTorch nn.Dropout module"
+JAX_DROPOUT = "JAX dropout"
+JAX_DROPOUT_GRAD = "JAX dropout forward + backward"
+FASTDROP_JAX = "fastdrop.jax"
+FASTDROP_JAX_GRAD = "fastdrop.jax forward + backward"
 CHANNEL = "fastdrop channel"
 TORCH_DROPOUT2D_1_THREAD = "PyTorch dropout2d 1 thread"
 TORCH_DROPOUT2D_ALL_THREADS = "PyTorch dropout2d all threads"
@@ -309,6 +314,34 @@ def _torch_module(ws: Workspace, fastdrop_layer: bool) -> Iterator[Callable[[], 
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def _jax_dropout(ws: Workspace, fastdrop_kernels: bool,
+                 backward: bool) -> Iterator[Callable[[], object]]:
+    """Dropout as a JAX program runs it, compiled by ``jit`` before timing: JAX's own
+    (``jax.random.bernoulli`` and ``where``, as Flax's Dropout does it) or `fastdrop.jax.dropout`;
+    forward alone, or forward and backward (``jit(grad)`` of the sum).  Each call makes a new
+    output array, as JAX's arrays are immutable; JAX runs on its own threads, fastdrop on the
+    bench's."""
+    jax = jax_module()
+    import jax.numpy as jnp
+
+    rate = 1.0 - ws.keep_prob
+    if fastdrop_kernels:
+        import fastdrop.jax as fastdrop_jax
+
+        def forward(x, key):
+            return fastdrop_jax.dropout(x, rate, key)
+    else:
+        def forward(x, key):
+            keep = jax.random.bernoulli(key, ws.keep_prob, x.shape)
+            return jnp.where(keep, x / ws.keep_prob, jnp.zeros_like(x))
+    program = jax.jit(jax.grad(lambda x, key: forward(x, key).sum()) if backward else forward)
+    x = jnp.asarray(ws.x)
+    key = jax.random.key(0)
+    program(x, key).block_until_ready()  # compiled here, not in the timed calls
+    yield lambda: program(x, key).block_until_ready()
+
+
 # What torch.from_numpy accepts among fastdrop's dtypes (not ml_dtypes' bfloat16).
 TORCH_DTYPES = ("float16", "float32", "float64")
 
@@ -374,6 +407,22 @@ PEERS: List[Peer] = [
          functools.partial(_torch_module, fastdrop_layer=False), TORCH_FAMILY,
          scratch_bytes=lambda itemsize: 4 * itemsize + 1, available=has_torch,
          dtypes=("float32",)),
+    # float32, as issue 18 measures them.  JAX's dropout draws 32 random bits per element and
+    # keeps a boolean mask besides its copy of the input and its output.
+    Peer(JAX_DROPOUT, "jit(bernoulli(key, q, x.shape) and where(keep, x / q, 0))(x, key)",
+         functools.partial(_jax_dropout, fastdrop_kernels=False, backward=False), JAX_FAMILY,
+         scratch_bytes=lambda itemsize: 2 * itemsize + 4 + 1, available=has_jax,
+         dtypes=("float32",)),
+    Peer(JAX_DROPOUT_GRAD, "the same under jit(grad(sum of dropout))",
+         functools.partial(_jax_dropout, fastdrop_kernels=False, backward=True), JAX_FAMILY,
+         scratch_bytes=lambda itemsize: 3 * itemsize + 4 + 1, available=has_jax,
+         dtypes=("float32",)),
+    Peer(FASTDROP_JAX, "jit(fastdrop.jax.dropout)(x, 1 - q, key)",
+         functools.partial(_jax_dropout, fastdrop_kernels=True, backward=False), FASTDROP_FAMILY,
+         scratch_bytes=lambda itemsize: 2 * itemsize, available=has_jax, dtypes=("float32",)),
+    Peer(FASTDROP_JAX_GRAD, "the same under jit(grad(sum of dropout))",
+         functools.partial(_jax_dropout, fastdrop_kernels=True, backward=True), FASTDROP_FAMILY,
+         scratch_bytes=lambda itemsize: 3 * itemsize, available=has_jax, dtypes=("float32",)),
 ]
 
 CHANNEL_PEERS: List[Peer] = [

@@ -1,4 +1,4 @@
-"""fastdrop's speed targets (issues 3, 4 and 5) and their verdicts: met, missed, or too noisy to
+"""fastdrop's speed targets (issues 3, 4, 5 and 18) and their verdicts: met, missed, or too noisy to
 tell.
 
 A target compares two rows of one run.  Each row's minimum may still be inflated by noise, by
@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .peers import (BACKWARD, BACKWARD_BITS, BEST_NUMPY, CHANNEL, FASTDROP_MODULE, FORWARD,
-                    FORWARD_1_THREAD, FORWARD_BITS, TEXTBOOK, TORCH_ALL_THREADS, TORCH_MODULE)
+from .peers import (BACKWARD, BACKWARD_BITS, BEST_NUMPY, CHANNEL, FASTDROP_JAX,
+                    FASTDROP_JAX_GRAD, FASTDROP_MODULE, FORWARD, FORWARD_1_THREAD, FORWARD_BITS,
+                    JAX_DROPOUT, JAX_DROPOUT_GRAD, TEXTBOOK, TORCH_ALL_THREADS, TORCH_MODULE)
 from .records import Record, by_array
 
 # The size the targets are set for; a run without it is judged at its largest size.
@@ -86,6 +87,9 @@ TARGETS: Tuple[Target, ...] = (
     Target(FORWARD, SPEEDUP, 10, baseline=BEST_NUMPY, dtypes=("float32", "float64")),
     Target(FORWARD, SPEEDUP, 30, baseline=TORCH_ALL_THREADS, dtypes=("float32", "float64")),
     Target(FASTDROP_MODULE, SPEEDUP, 10, baseline=TORCH_MODULE, dtypes=("float32",)),
+    Target(FASTDROP_JAX, SPEEDUP, 10, baseline=JAX_DROPOUT, dtypes=("float32",), size=10**6),
+    Target(FASTDROP_JAX_GRAD, SPEEDUP, 10, baseline=JAX_DROPOUT_GRAD, dtypes=("float32",),
+           size=10**6),
     Target(FORWARD, SPEEDUP, 8, baseline=TEXTBOOK, dtypes=("float32", "float64"), size=10**4),
     Target(FORWARD, SPEEDUP, 20, baseline=TEXTBOOK, dtypes=HALF_DTYPES),
     Target(BACKWARD, SPEEDUP, 20, baseline=TEXTBOOK, dtypes=HALF_DTYPES),
