@@ -293,7 +293,8 @@ def test_the_ffi_route_is_taken_here():
 
 def runs(x, key):
     """Calls that cover each way into the kernels: eager, jit with shared axes and alpha
-    dropout, grad, vmap over keys, over inputs, and over both with shared axes.  Built anew on
+    dropout, grad, vmap over keys, over inputs, over both with shared axes, and over keys on the
+    inner of two batch axes only.  Built anew on
     each call, so that no trace is reused from another route."""
     keys = jax.random.split(key, x.shape[0])
     weights = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape).astype(x.dtype)
@@ -306,6 +307,9 @@ def runs(x, key):
         "vmap inputs": jax.jit(jax.vmap(lambda row: fdj.dropout(row, RATE, key)))(x),
         "vmap both": jax.vmap(lambda row, key: fdj.dropout(row, RATE, key, shared_axes=-1))(
             x, keys),
+        "nested vmap, keys inside": jax.vmap(
+            jax.vmap(lambda row, key: fdj.dropout(row, RATE, key)), in_axes=(0, None))(
+                x, jax.random.split(key, x.shape[1])),
     }
 
 
