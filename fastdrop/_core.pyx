@@ -95,8 +95,6 @@ cdef extern from "fd_dropout.h":
 
 
 cdef extern from "fd_xla_ffi.h":
-    enum: FD_XLA_FFI_API_MAJOR
-    enum: FD_XLA_FFI_API_MINOR
     void *fd_xla_ffi_dropout(void *call_frame) nogil
     void fd_xla_ffi_set_num_threads(int num_threads) nogil
 
@@ -107,9 +105,8 @@ fd_xla_ffi_set_num_threads(_num_threads)
 
 def xla_ffi_handler():
     """The C core's XLA FFI handler (src_c/fd_xla_ffi.h) as the PyCapsule that
-    jax.ffi.register_ffi_target takes, and the FFI API version (major, minor) it reports."""
-    return (PyCapsule_New(<void *>fd_xla_ffi_dropout, NULL, NULL),
-            (FD_XLA_FFI_API_MAJOR, FD_XLA_FFI_API_MINOR))
+    jax.ffi.register_ffi_target takes."""
+    return PyCapsule_New(<void *>fd_xla_ffi_dropout, NULL, NULL)
 
 
 def openmp_enabled():

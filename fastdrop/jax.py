@@ -203,10 +203,10 @@ def _ffi_registered() -> bool:
     The CPU backend is started first: XLA checks a handler's FFI API version when it registers
     it with a running backend, which raises here, but a handler registered before the backend
     starts is checked as it starts, and a refusal then would fail the whole backend."""
-    handler, _ = xla_ffi_handler()
     try:
         jax.devices("cpu")
-        jax.ffi.register_ffi_target(_FFI_TARGET, handler, platform="cpu", api_version=1)
+        jax.ffi.register_ffi_target(_FFI_TARGET, xla_ffi_handler(), platform="cpu",
+                                    api_version=1)
     except Exception:  # any refusal (or a JAX without jax.ffi) means: no FFI route
         return False
     return True
