@@ -7,6 +7,7 @@ tests before anything is drawn or written, then makes one C call with the GIL re
 here rather than in Python, with the Stream and DropoutMask classes, so that a call on a small
 array costs about a microsecond of bookkeeping, not tens.
 """
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
                                PyThread_allocate_lock, PyThread_free_lock, PyThread_release_lock,
                                PyThread_type_lock)
@@ -100,7 +101,19 @@ cdef extern from "fd_memory.h":
                              int num_threads) nogil
 
 
+cdef extern from "fd_xla_ffi.h":
+    void *fd_xla_ffi_dropout(void *call_frame) nogil
+    void fd_xla_ffi_set_num_threads(int num_threads) nogil
+
+
 cdef int _num_threads = fd_default_num_threads()
+fd_xla_ffi_set_num_threads(_num_threads)
+
+
+def xla_ffi_handler():
+    """The C core's XLA FFI handler (src_c/fd_xla_ffi.h) as the PyCapsule that
+    jax.ffi.register_ffi_target takes."""
+    return PyCapsule_New(<void *>fd_xla_ffi_dropout, NULL, NULL)
 
 
 def openmp_enabled():
@@ -133,6 +146,7 @@ def set_simd_path(str name):
 def set_num_threads(int n):
     global _num_threads
     _num_threads = n
+    fd_xla_ffi_set_num_threads(n)
     fd_thread_limit_lift()
 
 

@@ -6,9 +6,14 @@
 ``fastdrop.dropout(np.asarray(x), 1 - rate, seed=key_to_seed(key))``: the key's two 32-bit words
 are the seed's high and low halves, so ``jax.random.key(s)`` masks as ``seed=s`` does.
 
-The kernels run on the host through ``jax.pure_callback``, which hands them the input's buffer
-as a read-only NumPy view (no copy); JAX copies the result into its own buffer.  The gradient is
-a ``jax.custom_vjp`` whose only residual is the key: backward regenerates the decisions from it
+The kernels run as an XLA custom call (``jax.ffi.ffi_call``): the C core's XLA FFI handler
+reads the input's buffer and writes the result straight into the one XLA allocated for it, with
+no Python on the way.  The handler is registered with XLA's CPU backend at the first call; where
+XLA refuses it (an FFI API version this build does not follow, or a JAX without ``jax.ffi``), or
+where the environment variable ``FASTDROP_JAX_ROUTE`` is ``callback``, the kernels run through
+``jax.pure_callback`` instead, with the same results: that route hands them the input's buffer
+as a read-only NumPy view and copies their result into JAX's buffer.  The gradient is a
+``jax.custom_vjp`` whose only residual is the key: backward regenerates the decisions from it
 (fastdrop's backward kernel), so nothing of the input's size is kept between the passes.
 
 Importing this module needs JAX (``pip install "fastdropout[jax]"``); ``import fastdrop`` does
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -33,8 +39,9 @@ except ImportError as error:  # pragma: no cover - exercised only where jax is m
 
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
-from fastdrop._core import DropoutMask, check_choice, check_shared_axes
-from fastdrop._stream import MODES, seeds_from_key_words
+from fastdrop._core import (DropoutMask, check_choice, check_shared_axes, threshold_for,
+                            xla_ffi_handler)
+from fastdrop._stream import MODES, kernel_op, seeds_from_key_words
 
 __all__ = ["dropout", "key_to_seed"]
 
@@ -182,15 +189,54 @@ def _host_kernel(forward: bool, member_ndim: int, keep_prob: float, mode: str,
     return out
 
 
+_FFI_TARGET = "fastdrop_dropout"
+# The route that the kernels take: "ffi" where XLA takes the C core's handler, else "callback".
+# FASTDROP_JAX_ROUTE=callback keeps them on the pure_callback route.
+_ROUTES = ("ffi", "callback")
+_preferred_route = os.environ.get("FASTDROP_JAX_ROUTE", "ffi")
+
+
+@functools.lru_cache(maxsize=None)
+def _ffi_registered() -> bool:
+    """Registers the C core's XLA FFI handler with XLA's CPU backend (once); whether XLA took it.
+
+    The CPU backend is started first: XLA checks a handler's FFI API version when it registers
+    it with a running backend, which raises here, but a handler registered before the backend
+    starts is checked as it starts, and a refusal then would fail the whole backend."""
+    try:
+        jax.devices("cpu")
+        jax.ffi.register_ffi_target(_FFI_TARGET, xla_ffi_handler(), platform="cpu",
+                                    api_version=1)
+    except Exception:  # any refusal (or a JAX without jax.ffi) means: no FFI route
+        return False
+    return True
+
+
+def _route() -> str:
+    """The route that the kernels take from now on: "ffi" or "callback"."""
+    if _preferred_route not in _ROUTES:
+        raise ValueError(f"FASTDROP_JAX_ROUTE must be one of {', '.join(_ROUTES)}; got "
+                         f"{_preferred_route!r}")
+    return "ffi" if _preferred_route == "ffi" and _ffi_registered() else "callback"
+
+
 def _kernel_call(forward: bool, array: jax.Array, words: jax.Array,
                  config: Tuple[float, str, Tuple[int, ...]]) -> jax.Array:
-    """`_host_kernel` as a JAX operation of the result's shape and dtype."""
-    callback = functools.partial(_host_kernel, forward, array.ndim, *config)
-    # "expand_dims": one host call for a whole vmapped batch, which `_host_kernel` splits by
-    # key; "sequential" would cost one callback per member, "broadcast_all" would tile the
-    # unbatched input in memory.
-    return jax.pure_callback(callback, jax.ShapeDtypeStruct(array.shape, array.dtype), array,
-                             words, vmap_method="expand_dims")
+    """The kernel as a JAX operation of the result's shape and dtype, on the route `_route`
+    gives.  Both batch under ``vmap`` the same way, by "expand_dims": one call for a whole
+    vmapped batch, which the kernel splits by key ("sequential" would cost one call per member,
+    "broadcast_all" would tile the unbatched input in memory)."""
+    result = jax.ShapeDtypeStruct(array.shape, array.dtype)
+    if _route() == "callback":
+        callback = functools.partial(_host_kernel, forward, array.ndim, *config)
+        return jax.pure_callback(callback, result, array, words, vmap_method="expand_dims")
+    keep_prob, mode, axes = config
+    scale, shift, dropped, affine = kernel_op(keep_prob, mode, np.dtype(array.dtype), forward)
+    call = jax.ffi.ffi_call(_FFI_TARGET, result, vmap_method="expand_dims")
+    return call(array, words, forward=np.int32(forward),
+                threshold=np.uint32(threshold_for(keep_prob)), scale=np.float64(scale),
+                shift=np.float64(shift), dropped=np.float64(dropped), affine=np.int32(affine),
+                shared_axes=np.uint64(sum(1 << axis for axis in axes)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

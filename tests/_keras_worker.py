@@ -1,10 +1,11 @@
 """One Keras backend's run for test_keras.py (not a test module itself): Keras fixes its backend
 when it is imported, so each backend runs in a process of its own.
 
-Usage: KERAS_BACKEND=jax|torch python _keras_worker.py OUTPUT.npz
+Usage: KERAS_BACKEND=jax|torch [FASTDROP_JAX_ROUTE=ffi|callback] python _keras_worker.py OUTPUT.npz
 
-Records every call of fastdrop.dropout (the NumPy kernel that both backends' paths end in) by
-its seed, then: (1) one eager training call of fastdrop.keras.Dropout, with the SeedGenerator's
+Records every call of fastdrop.dropout (the NumPy kernel that the torch backend's path and the
+jax backend's pure_callback route end in; the jax backend's FFI route calls the C core from XLA)
+by its seed, then: (1) one eager training call of fastdrop.keras.Dropout, with the SeedGenerator's
 words before it; (2) a call with a noise_shape; (3) one with rate 1, which Keras's own
 layer serves; (4) model.fit of a small MLP with the layer.
 Writes inputs, outputs, words, seeds, losses and step counts to OUTPUT.npz for the parent test.
@@ -63,7 +64,11 @@ def main() -> None:
     calls_before_fit = len(calls)
     history = model.fit(inputs, targets, batch_size=BATCH, epochs=EPOCHS, verbose=0,
                         shuffle=False)
-    np.savez(output, backend=keras.backend.backend(), x=x, eager=eager, eager_words=eager_words,
+    dropout_layer, = (layer for layer in model.layers if isinstance(layer, fdk.Dropout))
+    route = (sys.modules["fastdrop.jax"]._route() if keras.backend.backend() == "jax"
+             else "none")
+    np.savez(output, backend=keras.backend.backend(), route=route,
+             words_after_fit=words(dropout_layer), x=x, eager=eager, eager_words=eager_words,
              evaluation=evaluation, rate_one=rate_one,
              rate_one_calls=rate_one_calls, shared=shared_out, shared_words=shared_words,
              fit_seeds=np.array(calls[calls_before_fit:], dtype=np.uint64),

@@ -1,7 +1,13 @@
 """The JAX adapter, fastdrop.jax: the same bits as fastdrop.dropout for the key's seed, eager
 and under jit, grad (the key the only residual) and vmap; key_to_seed; shared axes, modes,
 dtypes and refusals."""
+import ctypes
 import doctest
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -255,3 +261,187 @@ def test_other_platforms_are_refused(monkeypatch):
 def test_docstring_examples():
     results = doctest.testmod(fdj)
     assert results.attempted > 0 and results.failed == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes: the C core's XLA FFI handler where XLA takes it (here), else pure_callback
+# ---------------------------------------------------------------------------------------------
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src_c"
+
+
+def route_of(function, *args) -> str:
+    """Which route the kernels of function(*args) take, read from its jaxpr."""
+    text = str(jax.make_jaxpr(function)(*args))
+    ffi, callback = "target_name=fastdrop_dropout" in text, "pure_callback" in text
+    assert ffi != callback, text
+    return "ffi" if ffi else "callback"
+
+
+@pytest.fixture
+def callback_route(monkeypatch):
+    monkeypatch.setattr(fdj, "_preferred_route", "callback")
+
+
+def test_the_ffi_route_is_taken_here():
+    x, key = normal((8, 3)), jax.random.key(0)
+    assert fdj._route() == "ffi"
+    assert route_of(lambda x: fdj.dropout(x, RATE, key), x) == "ffi"
+    gradient = jax.make_jaxpr(jax.grad(lambda x: fdj.dropout(x, RATE, key).sum()))(x)
+    assert str(gradient).count("target_name=fastdrop_dropout") >= 2  # forward and backward
+
+
+def runs(x, key):
+    """Calls that cover each way into the kernels: eager, jit with shared axes and alpha
+    dropout, grad, vmap over keys, over inputs, over both with shared axes, and over keys on the
+    inner of two batch axes only.  Built anew on
+    each call, so that no trace is reused from another route."""
+    keys = jax.random.split(key, x.shape[0])
+    weights = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape).astype(x.dtype)
+    return {
+        "eager": fdj.dropout(x, RATE, key),
+        "jit": jax.jit(lambda x: fdj.dropout(x, RATE, key, shared_axes=0, mode="alpha"))(x),
+        "grad": jax.grad(lambda x: jnp.sum(fdj.dropout(x, RATE, key, mode="classic")
+                                           * weights).astype(jnp.float32))(x),
+        "vmap keys": jax.vmap(lambda key: fdj.dropout(x[0], RATE, key))(keys),
+        "vmap inputs": jax.jit(jax.vmap(lambda row: fdj.dropout(row, RATE, key)))(x),
+        "vmap both": jax.vmap(lambda row, key: fdj.dropout(row, RATE, key, shared_axes=-1))(
+            x, keys),
+        "nested vmap, keys inside": jax.vmap(
+            jax.vmap(lambda row, key: fdj.dropout(row, RATE, key)), in_axes=(0, None))(
+                x, jax.random.split(key, x.shape[1])),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_callback_route_gives_the_ffi_routes_bits(dtype, x64, monkeypatch):
+    x, key = normal((4, 6, 5), dtype), jax.random.key(21)
+    on_ffi = runs(x, key)
+    monkeypatch.setattr(fdj, "_preferred_route", "callback")
+    assert route_of(lambda x: fdj.dropout(x, RATE, key), x) == "callback"
+    on_callback = runs(x, key)
+    assert bits(on_callback["eager"]) == bits(expected(x, RATE, key)[0])
+    for name, result in on_ffi.items():
+        assert bits(on_callback[name]) == bits(result), name
+
+
+def test_the_route_can_be_chosen_by_the_environment(tmp_path):
+    script = ("import jax, fastdrop.jax as fdj\n"
+              "x, key = jax.numpy.ones(5), jax.random.key(0)\n"
+              "print(fdj._route(), 'pure_callback' in str(jax.make_jaxpr("
+              "lambda x: fdj.dropout(x, 0.5, key))(x)))\n")
+    environment = {**os.environ, "FASTDROP_JAX_ROUTE": "callback"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["callback", "True"]
+
+
+def test_an_unknown_route_is_refused(monkeypatch):
+    monkeypatch.setattr(fdj, "_preferred_route", "gpu")
+    with pytest.raises(ValueError, match="FASTDROP_JAX_ROUTE must be one of ffi, callback"):
+        fdj.dropout(normal((4,)), RATE, jax.random.key(0))
+
+
+def _compiler_or_skip():
+    if not SRC.is_dir():
+        pytest.skip(f"{SRC} is not here (tests run outside the source tree)")
+    if shutil.which(COMPILER) is None:
+        pytest.skip(f"no C compiler ({COMPILER!r} not found)")
+
+
+COMPILER = os.environ.get("CC", "cc")
+
+
+def test_the_handlers_declarations_have_xla_ffis_layout(tmp_path):
+    """fd_xla_ffi.c declares the structures of XLA's FFI C ABI itself; compiled next to the
+    header jaxlib ships (xla/ffi/api/c_api.h), every field it reads sits at the same offset and
+    has the same size, and the API version it reports is one the header's XLA serves."""
+    _compiler_or_skip()
+    header = pathlib.Path(jax.ffi.include_dir()) / "xla" / "ffi" / "api" / "c_api.h"
+    if not header.exists():
+        pytest.skip(f"jaxlib ships no FFI header here ({header})")
+    fields = {
+        "fd_xla_extension": ("XLA_FFI_Extension_Base", ["struct_size", "type", "next"]),
+        "fd_xla_api_version": ("XLA_FFI_Api_Version", ["struct_size", "extension_start",
+                                                       "major_version", "minor_version"]),
+        "fd_xla_metadata": ("XLA_FFI_Metadata", ["struct_size", "api_version", "traits"]),
+        "fd_xla_metadata_extension": ("XLA_FFI_Metadata_Extension", ["extension_base",
+                                                                     "metadata"]),
+        "fd_xla_error_create_args": ("XLA_FFI_Error_Create_Args", ["struct_size",
+                                                                   "extension_start",
+                                                                   "message", "errc"]),
+        "fd_xla_buffer": ("XLA_FFI_Buffer", ["struct_size", "extension_start", "dtype", "data",
+                                             "rank", "dims"]),
+        "fd_xla_byte_span": ("XLA_FFI_ByteSpan", ["ptr", "len"]),
+        "fd_xla_scalar": ("XLA_FFI_Scalar", ["dtype", "value"]),
+        "fd_xla_attrs": ("XLA_FFI_Attrs", ["struct_size", "extension_start", "size", "types",
+                                           "names", "attrs"]),
+        "fd_xla_call_frame": ("XLA_FFI_CallFrame", ["struct_size", "extension_start", "api",
+                                                    "ctx", "stage", "args", "rets", "attrs"]),
+    }
+    renamed = {("fd_xla_api", "error_create"): "XLA_FFI_Error_Create"}
+    checks = [f"CHECK({ours}, {field}, {theirs}, {field})"
+              for ours, (theirs, names) in fields.items() for field in names]
+    checks += [f"CHECK(fd_xla_list, {field}, XLA_FFI_{kind}, {theirs})"
+               for kind, items in (("Args", "args"), ("Rets", "rets"))
+               for field, theirs in (("struct_size", "struct_size"), ("size", "size"),
+                                     ("types", "types"), ("items", items))]
+    checks += [f"CHECK(fd_xla_api, {field}, XLA_FFI_Api, {field})"
+               for field in ("struct_size", "api_version")]
+    checks += [f"CHECK({ours}, {field}, XLA_FFI_Api, {theirs})"
+               for (ours, field), theirs in renamed.items()]
+    constants = [("FD_XLA_EXTENSION_METADATA", "XLA_FFI_Extension_Metadata"),
+                 ("FD_XLA_ERROR_INVALID_ARGUMENT", "XLA_FFI_Error_Code_INVALID_ARGUMENT"),
+                 ("FD_XLA_ERROR_INTERNAL", "XLA_FFI_Error_Code_INTERNAL"),
+                 ("FD_XLA_F16", "XLA_FFI_DataType_F16"), ("FD_XLA_F32", "XLA_FFI_DataType_F32"),
+                 ("FD_XLA_F64", "XLA_FFI_DataType_F64"), ("FD_XLA_BF16", "XLA_FFI_DataType_BF16"),
+                 ("FD_XLA_U32", "XLA_FFI_DataType_U32"), ("FD_XLA_S32", "XLA_FFI_DataType_S32"),
+                 ("FD_XLA_U64", "XLA_FFI_DataType_U64"), ("FD_XLA_BUFFER", "XLA_FFI_ArgType_BUFFER"),
+                 ("FD_XLA_BUFFER", "XLA_FFI_RetType_BUFFER"),
+                 ("FD_XLA_ATTR_SCALAR", "XLA_FFI_AttrType_SCALAR"),
+                 ("FD_XLA_STAGE_EXECUTE", "XLA_FFI_ExecutionStage_EXECUTE"),
+                 ("FD_XLA_FFI_API_MAJOR", "XLA_FFI_API_MAJOR")]
+    source = tmp_path / "layout.c"
+    source.write_text(
+        '#include "fd_xla_ffi.c"\n#include "xla/ffi/api/c_api.h"\n'
+        "#define CHECK(ours, field, theirs, their_field) \\\n"
+        "    _Static_assert(offsetof(ours, field) == offsetof(theirs, their_field) && \\\n"
+        "                   sizeof(((ours *)0)->field) == sizeof(((theirs *)0)->their_field), \\\n"
+        '                   #ours "." #field);\n'
+        + "".join(f"{check}\n" for check in checks)
+        + "".join(f'_Static_assert({ours} == {theirs}, "{ours}");\n' for ours, theirs in constants)
+        # (a newer minor version of the header only adds to what the handler reads)
+        + '_Static_assert(FD_XLA_FFI_API_MINOR <= XLA_FFI_API_MINOR, "minor version");\n')
+    result = subprocess.run([COMPILER, "-std=c11", "-fsyntax-only", f"-I{SRC}",
+                             f"-I{jax.ffi.include_dir()}", str(source)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_xla_refuses_a_foreign_version_and_the_callback_route_serves(tmp_path, monkeypatch):
+    """XLA checks the FFI API version a handler reports when it registers it: a build of the
+    handler that reports a foreign major version is refused, and fastdrop.jax then takes the
+    pure_callback route, with the same results."""
+    _compiler_or_skip()
+    library = tmp_path / "libforeign.so"
+    build = subprocess.run([COMPILER, "-std=c11", "-O1", "-shared", "-fPIC",
+                            "-DFD_XLA_FFI_API_MAJOR=1", f"-I{SRC}",
+                            *sorted(str(p) for p in SRC.glob("fd_*.c")), "-o", str(library)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    foreign = jax.ffi.pycapsule(ctypes.CDLL(str(library)).fd_xla_ffi_dropout)
+    jax.devices("cpu")  # (registration with a running backend raises at once)
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"API version \(1\.\d+\)"):
+        jax.ffi.register_ffi_target("fastdrop_foreign", foreign, platform="cpu")
+
+    x, key = normal((7, 9)), jax.random.key(5)
+    on_ffi = fdj.dropout(x, RATE, key)
+    monkeypatch.setattr(fdj, "xla_ffi_handler", lambda: foreign)
+    fdj._ffi_registered.cache_clear()
+    try:
+        assert fdj._route() == "callback"
+        assert route_of(lambda x: fdj.dropout(x, RATE, key), x) == "callback"
+        assert bits(fdj.dropout(x, RATE, key)) == bits(on_ffi)
+    finally:
+        fdj._ffi_registered.cache_clear()  # the next call registers the real handler again

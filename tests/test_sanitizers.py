@@ -186,7 +186,8 @@ MSVC_STUB_HEADERS = {
     "string.h": "#include <stddef.h>\nvoid *memcpy(void *, const void *, size_t);\n"
                 "void *memmove(void *, const void *, size_t);\n"
                 "void *memset(void *, int, size_t);\n"
-                "int memcmp(const void *, const void *, size_t);\n",
+                "int memcmp(const void *, const void *, size_t);\n"
+                "size_t strlen(const char *);\n",
     "stdlib.h": "#include <stddef.h>\nvoid *malloc(size_t);\nvoid free(void *);\n",
     "malloc.h": "#include <stddef.h>\nvoid *_aligned_malloc(size_t, size_t);\n"
                 "void _aligned_free(void *);\n",
