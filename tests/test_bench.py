@@ -691,7 +691,7 @@ def test_the_legend_groups_peers_by_family_in_registry_order():
     assert lines[1].split() == ["family", "peer", "what", "is", "timed"]
     body = [line[2:] for line in lines[2:2 + len(names)]]
     families = [line.split("  ")[0] for line in body if not line.startswith(" ")]
-    assert families == ["floor", "NumPy", "PyTorch", "fastdrop"]
+    assert families == ["floor", "NumPy", "PyTorch", "JAX", "fastdrop"]
     assert [[cell for cell in line.split("  ") if cell][-2].strip() for line in body] == [
         peer.name for family in families for peer in PEERS if peer.family == family]
     assert lines[-1].startswith("columns:")
