@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import importlib
 import os
 import platform
 from typing import Optional
@@ -44,18 +45,22 @@ def cpu_model() -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def _framework(name: str):
+    """The framework module `name` when it imports, else None (its peers are then left out)."""
+    try:
+        return importlib.import_module(name)
+    except (ImportError, OSError):
+        return None
+
+
 def torch_module():
-    """PyTorch when it imports, else None (its peers are then left out).
+    """PyTorch when it imports, else None.
 
     Returns
     -------
     module or None
     """
-    try:
-        import torch
-    except (ImportError, OSError):
-        return None
-    return torch
+    return _framework("torch")
 
 
 def has_torch() -> bool:
@@ -64,17 +69,13 @@ def has_torch() -> bool:
 
 
 def jax_module():
-    """JAX when it imports, else None (its peers are then left out).
+    """JAX when it imports, else None.
 
     Returns
     -------
     module or None
     """
-    try:
-        import jax
-    except (ImportError, OSError):
-        return None
-    return jax
+    return _framework("jax")
 
 
 def has_jax() -> bool:
