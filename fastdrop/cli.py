@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
-        "bench", help="time fastdrop against the memory floor, textbook and best NumPy, PyTorch and JAX",
+        "bench",
+        help="time fastdrop against the memory floor, textbook and best NumPy, PyTorch and JAX",
         description="Time dropout implementations on the same arrays in one process: "
                     "ns/element (fastest and median), GB/s, the ratio to the memory floor (a C "
                     "pass over the same bytes) and to NumPy's in-place multiply, the speed-up "
