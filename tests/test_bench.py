@@ -2,6 +2,7 @@
 fake peers and a fake clock, the noise statistics, the records, the targets' verdicts on
 synthetic timings, the memory check, the progress estimate and the report's layout.  No test
 here depends on how fast anything runs."""
+import importlib
 import io
 import math
 from contextlib import contextmanager
@@ -695,3 +696,34 @@ def test_the_legend_groups_peers_by_family_in_registry_order():
     assert [[cell for cell in line.split("  ") if cell][-2].strip() for line in body] == [
         peer.name for family in families for peer in PEERS if peer.family == family]
     assert lines[-1].startswith("columns:")
+
+
+# ---------------------------------------------------------------------------------------------
+# The plot
+# ---------------------------------------------------------------------------------------------
+
+def test_the_plot_fits_its_legend_and_title_and_tells_every_peer_apart():
+    """Every peer of the run is in the legend once, the one drawn only in the second subplot
+    too; the legend and the (wrapped) title lie inside the figure; no two peers share a
+    style."""
+    pytest.importorskip("matplotlib", reason='needs matplotlib: pip install "fastdropout[plot]"')
+    # The module: `fastdrop.bench.plot` the attribute is its function of that name.
+    plot = importlib.import_module("fastdrop.bench.plot")
+
+    names = [p.name for p in PEERS]
+    rows = [records.Record(size, dtype, name, *[None] * 17)
+            for dtype in ("float64", "float32") for size in (10**4, 10**6) for name in names
+            if dtype == "float32" or name != FASTDROP_JAX]
+    rows = [records.Record(**{**r.__dict__, "gb_per_s": 1.0 + k}) for k, r in enumerate(rows)]
+    figure = plot.figure(rows, title="machine " * 60)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == names
+    inside = figure.bbox
+    for artist in (legend, figure._suptitle):
+        box = artist.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1
+    styles = [tuple(sorted(plot.line_style(name, k).items())) for k, name in enumerate(names)]
+    assert len(set(styles)) == len(styles)

@@ -2,6 +2,7 @@
 the optional extra fastdropout[plot])."""
 from __future__ import annotations
 
+import textwrap
 from typing import Optional, Sequence
 
 from .peers import FASTDROP_FAMILY, FLOOR_FAMILY, registry
@@ -45,23 +46,32 @@ def line_style(name: str, index: int) -> dict:
     family = None if peer is None else peer.family
     if family == FLOOR_FAMILY:
         return {"color": "black", "linestyle": "--" if index % 2 == 0 else "-.", "marker": "s"}
-    return {"color": f"C{index % 10}", "marker": "osD^v<>ph*"[index % 10],
+    # Ten colours and eleven markers: no two of the first 110 lines look alike.
+    return {"color": f"C{index % 10}", "marker": "osD^v<>ph*X"[index % 11],
             "linestyle": "-" if family == FASTDROP_FAMILY else ":"}
 
 
-def plot(records: Sequence[Record], path: str, title: str = "") -> None:
-    """Draw throughput against size, one line per peer, one subplot per dtype, as a PNG.
+# The legend's columns per subplot, and the height of one of its rows, in inches.
+LEGEND_COLUMNS_PER_SUBPLOT = 2
+LEGEND_ROW_INCHES = 0.22
 
-    Uses matplotlib's Agg canvas directly, without pyplot, so the global backend is untouched.
+
+def figure(records: Sequence[Record], title: str = ""):
+    """Throughput against size, one line per peer, one subplot per dtype, as a matplotlib Figure
+    on the Agg canvas (without pyplot, so the global backend is untouched).  The figure grows
+    with the number of peers so that the legend below the subplots and the title, wrapped to the
+    figure's width, fit inside it.
 
     Parameters
     ----------
     records : sequence of Record
         The main table, as in `fastdrop.bench.Results.records`.
-    path : str
-        Where to write the PNG.
     title : str, optional
         The figure's title (e.g. the machine line).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
 
     Raises
     ------
@@ -73,9 +83,13 @@ def plot(records: Sequence[Record], path: str, title: str = "") -> None:
 
     dtypes = list(dict.fromkeys(record.dtype for record in records))
     names = list(dict.fromkeys(record.peer for record in records))
-    figure = Figure(figsize=(6.5 * max(len(dtypes), 1), 6.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, max(len(dtypes), 1), sharey=True, squeeze=False)[0]
+    subplots = max(len(dtypes), 1)
+    columns = LEGEND_COLUMNS_PER_SUBPLOT * subplots
+    legend_rows = -(-len(names) // columns)
+    width = 6.5 * subplots
+    result = Figure(figsize=(width, 6.0 + LEGEND_ROW_INCHES * legend_rows), layout="constrained")
+    FigureCanvasAgg(result)
+    axes = result.subplots(1, subplots, sharey=True, squeeze=False)[0]
     for ax, dtype in zip(axes, dtypes):
         for k, name in enumerate(names):
             points = sorted((r.size, r.gb_per_s) for r in records
@@ -91,8 +105,37 @@ def plot(records: Sequence[Record], path: str, title: str = "") -> None:
         ax.grid(True, which="major", alpha=0.4)
         ax.grid(True, which="minor", alpha=0.15)
     axes[0].set_ylabel("throughput, GB/s (bytes read + written)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize="small")
+    # Every peer once, in the registry's order, whichever subplot drew it (some run on one
+    # dtype only).
+    lines = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            lines.setdefault(label, handle)
+    order = list(registry())
+    labels = sorted(lines, key=lambda name: order.index(name) if name in order else len(order))
+    result.legend([lines[name] for name in labels], labels, loc="outside lower center",
+                  ncol=columns, fontsize="small")
     if title:
-        figure.suptitle(title, fontsize="small")
-    figure.savefig(path, format="png", dpi=100)
+        result.suptitle(textwrap.fill(title, width=int(12 * width)), fontsize="small")
+    return result
+
+
+def plot(records: Sequence[Record], path: str, title: str = "") -> None:
+    """Write `figure` (throughput against size, one line per peer, one subplot per dtype) to
+    `path` as a PNG.
+
+    Parameters
+    ----------
+    records : sequence of Record
+        The main table, as in `fastdrop.bench.Results.records`.
+    path : str
+        Where to write the PNG.
+    title : str, optional
+        The figure's title (e.g. the machine line).
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (``pip install "fastdropout[plot]"``).
+    """
+    figure(records, title).savefig(path, format="png", dpi=100)
