@@ -490,6 +490,16 @@ def test_run_noise_levels(rows, noisy, busy, level):
     assert f"{noisy} of 10 rows" in line and "1 of 5 verdicts are too noisy to tell" in line
 
 
+def test_a_noisy_run_on_an_idle_system_blames_the_outside():
+    """Rows that disagree while the other processes stayed idle: the noise is the host's (a
+    virtual machine's neighbours), not other work here."""
+    idle = noise.run_noise([0.05] * 10, 4, 5, 0.01, 1, 5).line(2)
+    assert idle.startswith("noise: noisy: ") and "came from outside them" in idle
+    assert "other work inflated" not in idle
+    busy = noise.run_noise([0.05] * 10, 4, 5, 0.9, 1, 5).line(2)
+    assert "other work inflated" in busy and "outside" not in busy
+
+
 def test_the_noise_line_reads_an_unbounded_row():
     line = noise.run_noise([0.01, 0.01, math.inf], 0, 0, 0.5, 0, 0).line(2)
     assert "50% of the 2 CPUs" in line and "1% for the median row, unbounded for the worst" in line

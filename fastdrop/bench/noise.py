@@ -275,6 +275,12 @@ class RunNoise:
             NOISY: "other work inflated the timings: trust only the verdicts given, and rerun "
                    "on a quiet machine before quoting a ratio",
         }[self.level]
+        if self.level == NOISY and self.busy_share is not None and \
+                self.busy_share < BUSY_LIMIT:
+            meaning = ("the timings varied although the other processes here stayed nearly "
+                       "idle, so the noise came from outside them (another tenant of a "
+                       "virtual machine's host, the clock frequency): trust only the verdicts "
+                       "given, and rerun before quoting a ratio")
         return (f"noise: {self.level}: {busy}; {self.noisy_rows} of {self.rows} rows still had "
                 f"repeats apart after {self.remeasured} were re-measured; row uncertainty "
                 f"{format_uncertainty(self.typical)} for the median row, "
