@@ -201,6 +201,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"numpy {machine['numpy']}")
     print(f"python {machine['python']}")
     print(f"torch {machine['torch'] or 'not installed'}")
+    print(f"jax {machine['jax'] or 'not installed'}")
     print(f"OpenMP: {'on' if machine['openmp'] else 'off'}")
     print(f"threads: {machine['threads']} (default {machine['default_threads']})")
     print(f"SIMD path: {machine['simd_path']}{_path_timings_note()}")

@@ -29,7 +29,7 @@ RECORD_KEYS = {"size", "dtype", "peer", "seconds", "median_seconds", "spread", "
                "ratio_to_multiply", "speedup_over_textbook", "repeats", "batches", "remeasured",
                "noisy", "busy_share", "uncertainty"}
 MACHINE_KEYS = {"cpu", "cpus", "last_level_cache", "simd_path", "openmp", "threads", "default_threads", "python",
-                "numpy", "fastdrop", "torch"}
+                "numpy", "fastdrop", "torch", "jax"}
 
 
 SECTION_STARTS = ("summary", "targets", "half precision", "channel dropout", "legend",
@@ -115,7 +115,10 @@ def test_bench_prints_a_row_per_peer_and_dtype(capsys):
     assert "100% done in" in err and "[####################]" in err
     assert "[#" not in out
     if bench.torch_module() is None:
-        assert "PyTorch is not installed" in out
+        assert 'PyTorch is not installed; its rows are skipped (pip install "fastdropout[torch]"' \
+            in out
+    if bench.jax_module() is None:
+        assert 'JAX is not installed; its rows are skipped (pip install "fastdropout[jax]"' in out
 
 
 def test_the_report_reads_legend_bandwidth_table_targets_then_noise(capsys):
@@ -162,6 +165,8 @@ def test_bench_json_records(tmp_path, capsys):
     assert data["machine"]["numpy"] == np.__version__
     torch = bench.torch_module()
     assert data["machine"]["torch"] == (None if torch is None else torch.__version__)
+    jax = bench.jax_module()
+    assert data["machine"]["jax"] == (None if jax is None else jax.__version__)
     records = data["records"]
     assert [(r["size"], r["dtype"], r["peer"]) for r in records] == [
         (size, "float64", peer) for size in (1000, 2000) for peer in peer_names("float64")]
@@ -511,6 +516,8 @@ def test_info(capsys):
     timings = ", ".join(f"{path} {ns:.3f}" for path, ns in fastdrop._api.simd_path_timings.items())
     assert (f"SIMD path: {bench.simd_path()} (the fastest at import, ns per float32 element on "
             f"one thread: {timings})") in lines
+    for name, module in (("torch", bench.torch_module()), ("jax", bench.jax_module())):
+        assert f"{name} {'not installed' if module is None else module.__version__}" in lines
     assert any(line.startswith("CPU: ") and len(line) > len("CPU: ") for line in lines)
 
 

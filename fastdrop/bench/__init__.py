@@ -24,7 +24,8 @@ The command line (``fastdrop bench``) wires these together.
 """
 from .bandwidth import BANDWIDTH_BYTES, Bandwidth
 from .formatting import format_shape, format_size
-from .machine import available_memory, cpu_model, machine_info, simd_path, torch_module
+from .machine import (available_memory, cpu_model, jax_module, machine_info, simd_path,
+                      torch_module)
 from .peers import (BACKWARD, BEST_NUMPY, CHANNEL, CHANNEL_DTYPE, CHANNEL_PEERS,
                     CHANNEL_SHAPE, CHANNEL_SHARED_AXES, DTYPES, FASTDROP_MODULE, FORWARD,
                     FORWARD_1_THREAD, MEMORY_FLOOR, MEMORY_FLOOR_1_THREAD, NUMPY_MULTIPLY, PEERS,
@@ -45,6 +46,6 @@ __all__ = [
     "PLOT_INSTALL_HINT", "Peer", "Progress", "REPEAT_SECONDS", "Record", "Results",
     "SizeRefused", "TEXTBOOK", "TORCH_1_THREAD", "TORCH_ALL_THREADS", "TORCH_MODULE",
     "Workspace", "available_memory", "available_peers", "check_memory", "cpu_model",
-    "format_report", "format_shape", "format_size", "machine_info", "machine_line", "plan",
-    "plot", "plot_available", "report", "run", "simd_path", "torch_module",
+    "format_report", "format_shape", "format_size", "jax_module", "machine_info", "machine_line",
+    "plan", "plot", "plot_available", "report", "run", "simd_path", "torch_module",
 ]

@@ -148,7 +148,7 @@ def machine_info() -> dict:
         ``threads``, ``default_threads``, ``python``, ``numpy``, ``fastdrop`` and ``torch`` (its
         version, or None when it does not import).
     """
-    torch = torch_module()
+    torch, jax = torch_module(), jax_module()
     return {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
@@ -161,4 +161,5 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "fastdrop": fastdrop.__version__,
         "torch": None if torch is None else torch.__version__,
+        "jax": None if jax is None else jax.__version__,
     }

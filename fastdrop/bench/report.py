@@ -37,12 +37,13 @@ def machine_line(machine: dict) -> str:
     -------
     str
     """
-    torch = "not installed" if machine["torch"] is None else machine["torch"]
+    frameworks = " | ".join(f"{name} {machine[name] or 'not installed'}"
+                            for name in ("torch", "jax"))
     return (f"CPU {machine['cpu']} ({machine['cpus']} logical CPUs) | threads "
             f"{machine['threads']} (default {machine['default_threads']}) | SIMD "
             f"{machine['simd_path']} | OpenMP {'on' if machine['openmp'] else 'off'} | python "
             f"{machine['python']} | numpy {machine['numpy']} | fastdrop {machine['fastdrop']} | "
-            f"torch {torch}")
+            f"{frameworks}")
 
 
 def _note(record: Record) -> str:
@@ -404,8 +405,10 @@ def format_report(results: Results, machine: dict) -> str:
     verdicts = targets.evaluate(results.records, results.channel_records)
     lines = [f"fastdrop bench: {machine_line(machine)}",
              f"keep_prob {results.keep_prob}; each time: {STATISTIC}"]
-    if machine["torch"] is None:
-        lines.append("note: PyTorch is not installed; its rows are skipped")
+    for key, framework in (("torch", "PyTorch"), ("jax", "JAX")):
+        if machine[key] is None:
+            lines.append(f"note: {framework} is not installed; its rows are skipped (pip "
+                         f'install "fastdropout[{key}]" adds them)')
     lines += ["", *format_legend([*results.records, *results.channel_records])]
     sections = [format_bandwidth(results.bandwidth, results.records,
                                  machine.get("last_level_cache")),
