@@ -258,6 +258,16 @@ def test_other_platforms_are_refused(monkeypatch):
         jax.make_jaxpr(lambda x: fdj.dropout(x, 0.5, jax.random.key(0)))(normal((4,)))
 
 
+@pytest.mark.parametrize("device", ["cpu", "device"])
+def test_a_cpu_default_device_is_served_under_tracing(device, monkeypatch):
+    """The refusal's own advice: jax.default_device puts a traced computation on the CPU even
+    where the default backend is another platform, so the trace is served."""
+    x = normal((4,))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with jax.default_device(jax.devices("cpu")[0] if device == "device" else "cpu"):
+        assert route_of(lambda x: fdj.dropout(x, 0.5, jax.random.key(0)), x) == "ffi"
+
+
 def test_docstring_examples():
     results = doctest.testmod(fdj)
     assert results.attempted > 0 and results.failed == 0
