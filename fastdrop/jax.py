@@ -136,12 +136,17 @@ def _keep_prob(rate) -> float:
 def _refusal(x) -> Optional[Exception]:
     """The error for an array the kernels cannot serve (a dtype they lack, or a device that is
     not the host's), None for one they serve.  A traced array has no device yet: the platform
-    it will run on is JAX's default backend."""
+    it will run on is that of the default device (``jax.default_device``) where one is set, as
+    ``jit`` places the computation there, else JAX's default backend."""
     if x.dtype not in SUPPORTED_DTYPES:
         hint = (" (bfloat16 needs the ml_dtypes package)" if x.dtype.name == "bfloat16" else "")
         return TypeError(f"fastdrop.jax serves {_SERVED} arrays; x has dtype {x.dtype}{hint}")
     if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
-        platforms = {jax.default_backend()}
+        device = jax.config.jax_default_device  # a Device, a platform's name, or None
+        if device is None:
+            platforms = {jax.default_backend()}
+        else:
+            platforms = {device if isinstance(device, str) else device.platform}
     else:
         platforms = {device.platform for device in x.devices()}
     if platforms != {"cpu"}:

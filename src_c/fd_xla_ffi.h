@@ -24,12 +24,14 @@
 
 /* The version of XLA's FFI C API that fd_xla_ffi.c's declarations follow (XLA_FFI_API_MAJOR
  * and XLA_FFI_API_MINOR of xla/ffi/api/c_api.h), reported to XLA when it registers the
- * handler. */
+ * handler.  XLA refuses a minor version above its own, and the fields the handler reads are
+ * laid out alike in every 0.x from 0.1 on (a minor version only appends), so the minor is the
+ * oldest of those: jaxlib 0.5 to 0.7 serve 0.1, and 0.10 serves 0.1 to 0.3. */
 #ifndef FD_XLA_FFI_API_MAJOR
 #define FD_XLA_FFI_API_MAJOR 0
 #endif
 #ifndef FD_XLA_FFI_API_MINOR
-#define FD_XLA_FFI_API_MINOR 3
+#define FD_XLA_FFI_API_MINOR 1
 #endif
 
 /* The handler (an XLA_FFI_Handler): takes an XLA_FFI_CallFrame, returns NULL or the

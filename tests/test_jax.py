@@ -258,6 +258,16 @@ def test_other_platforms_are_refused(monkeypatch):
         jax.make_jaxpr(lambda x: fdj.dropout(x, 0.5, jax.random.key(0)))(normal((4,)))
 
 
+@pytest.mark.parametrize("device", ["cpu", "device"])
+def test_a_cpu_default_device_is_served_under_tracing(device, monkeypatch):
+    """The refusal's own advice: jax.default_device puts a traced computation on the CPU even
+    where the default backend is another platform, so the trace is served."""
+    x = normal((4,))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with jax.default_device(jax.devices("cpu")[0] if device == "device" else "cpu"):
+        assert route_of(lambda x: fdj.dropout(x, 0.5, jax.random.key(0)), x) == "ffi"
+
+
 def test_docstring_examples():
     results = doctest.testmod(fdj)
     assert results.attempted > 0 and results.failed == 0
@@ -417,6 +427,49 @@ def test_the_handlers_declarations_have_xla_ffis_layout(tmp_path):
                              f"-I{jax.ffi.include_dir()}", str(source)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+class _ApiVersion(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("major_version", ctypes.c_int), ("minor_version", ctypes.c_int)]
+
+
+class _Metadata(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("api_version", _ApiVersion),
+                ("traits", ctypes.c_uint32), ("state_type_id", ctypes.c_int64)]
+
+
+class _MetadataExtension(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("type", ctypes.c_int),
+                ("next", ctypes.c_void_p), ("metadata", ctypes.POINTER(_Metadata))]
+
+
+class _MetadataCallFrame(ctypes.Structure):
+    # (the call frame's other fields: a metadata query leaves them zero)
+    _fields_ = [("struct_size", ctypes.c_size_t),
+                ("extension_start", ctypes.POINTER(_MetadataExtension)),
+                ("rest", ctypes.c_char * 256)]
+
+
+def test_the_handler_reports_the_oldest_ffi_version_its_layout_follows():
+    """XLA refuses a handler whose FFI API minor version is above its own, and jaxlib 0.5 to
+    0.7 serve 0.1.  The fields the handler reads are laid out alike in every 0.x from 0.1 (later
+    minor versions only append), so it reports 0.1, which this jaxlib (0.3) serves too: the
+    version asked the way XLA asks it when it registers a handler."""
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
+                                                                  ctypes.c_char_p]
+    handler = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(
+        get_pointer(fastdrop._core.xla_ffi_handler(), None))
+    metadata = _Metadata(struct_size=ctypes.sizeof(_Metadata))
+    extension = _MetadataExtension(struct_size=ctypes.sizeof(_MetadataExtension), type=1,
+                                   metadata=ctypes.pointer(metadata))
+    frame = _MetadataCallFrame(struct_size=ctypes.sizeof(_MetadataCallFrame),
+                               extension_start=ctypes.pointer(extension))
+    assert handler(ctypes.addressof(frame)) is None
+    version = metadata.api_version
+    assert (version.major_version, version.minor_version) == (0, 1)
+    assert fdj._ffi_registered()
 
 
 def test_xla_refuses_a_foreign_version_and_the_callback_route_serves(tmp_path, monkeypatch):
