@@ -14,6 +14,9 @@ SUBSEQUENCE_LIMIT = 2**63
 BLOCK_LIMIT = 2**64
 DECISIONS_PER_BLOCK = 16  # one byte each (version 2 of the stream)
 MODES = ("inverted", "classic", "alpha")
+# The finest keep probability the decisions resolve: a unit is kept when its 32-bit draw is below
+# floor(keep_prob * 2**32).
+KEEP_PROB_RESOLUTION = 2.0**-32
 # -lambda * alpha of SELU (Klambauer et al. 2017): the value alpha dropout gives dropped units
 # before its affine correction, the limit of SELU for large negative inputs.
 ALPHA_PRIME = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717

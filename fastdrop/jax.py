@@ -41,12 +41,11 @@ import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
 from fastdrop._core import (DropoutMask, check_choice, check_shared_axes, threshold_for,
                             xla_ffi_handler)
-from fastdrop._stream import MODES, kernel_op, seeds_from_key_words
+from fastdrop._stream import KEEP_PROB_RESOLUTION, MODES, kernel_op, seeds_from_key_words
 
 __all__ = ["dropout", "key_to_seed"]
 
 _SERVED = ", ".join(dtype.name for dtype in SUPPORTED_DTYPES)
-_KEEP_PROB_RESOLUTION = 2.0**-32
 
 
 def _key_words(key) -> jax.Array:
@@ -127,7 +126,7 @@ def _keep_prob(rate) -> float:
     if not 0.0 <= rate < 1.0:  # NaN fails too
         raise ValueError(f"rate (the drop probability) must be in [0, 1), got {rate}")
     keep_prob = 1.0 - rate
-    if keep_prob < _KEEP_PROB_RESOLUTION:
+    if keep_prob < KEEP_PROB_RESOLUTION:
         raise ValueError(f"fastdrop.jax needs 1 - rate at least 2**-32 (the resolution of its "
                          f"decisions), got rate = {rate!r}")
     return keep_prob

@@ -26,7 +26,7 @@ except ImportError as error:
     raise ImportError("fastdrop.keras needs Keras 3, which is not installed: "
                       "pip install \"fastdropout[keras]\"") from error
 
-from fastdrop._stream import seeds_from_key_words
+from fastdrop._stream import KEEP_PROB_RESOLUTION, seeds_from_key_words
 
 __all__ = ["Dropout"]
 
@@ -76,7 +76,8 @@ class Dropout(keras.layers.Dropout):
         if not training or self.rate == 0:
             return inputs
         axes = _shared_axes(self.noise_shape, tuple(inputs.shape))
-        if self.rate == 1 or axes is None or not self._served(inputs):
+        # A keep probability finer than the decisions resolve (rate 1 included) is Keras's.
+        if 1 - self.rate < KEEP_PROB_RESOLUTION or axes is None or not self._served(inputs):
             return super().call(inputs, training=training)
         words = self.seed_generator.next()
         if _BACKEND == "jax":

@@ -72,7 +72,8 @@ if any(_torch_lacks(path) for path in _TORCH_NEEDS):
 import fastdrop
 from fastdrop._api import SUPPORTED_DTYPES
 from fastdrop._core import DropoutMask, Stream
-from fastdrop._stream import SUBSEQUENCE_LIMIT, check_seed, check_subsequence
+from fastdrop._stream import (KEEP_PROB_RESOLUTION, SUBSEQUENCE_LIMIT, check_seed,
+                              check_subsequence)
 
 __all__ = [
     "AlphaDropout",
@@ -694,13 +695,11 @@ def _keep_prob(p: float) -> float:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     keep_prob = 1.0 - float(p)
-    if 0.0 < keep_prob < _KEEP_PROB_RESOLUTION:
+    if 0.0 < keep_prob < KEEP_PROB_RESOLUTION:
         raise ValueError(f"fastdrop.torch needs p = 1 or 1 - p at least 2**-32 (the resolution "
                          f"of its decisions), got p = {p!r}")
     return keep_prob
 
-
-_KEEP_PROB_RESOLUTION = 2.0**-32
 
 
 def _check_inplace(input: torch.Tensor) -> None:

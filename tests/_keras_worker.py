@@ -53,6 +53,8 @@ def main() -> None:
 
     calls_before_rate_one = len(calls)  # rate 1: Keras's own layer (zeros), not fastdrop's
     rate_one = keras.ops.convert_to_numpy(fdk.Dropout(1.0)(x, training=True))
+    # Keep probabilities finer than fastdrop's decisions resolve (2**-32) are Keras's too.
+    fdk.Dropout(1 - 2.0**-40)(x, training=True)
     rate_one_calls = len(calls) - calls_before_rate_one
 
     keras.utils.set_random_seed(1)

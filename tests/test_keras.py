@@ -61,6 +61,7 @@ def test_keras_layer_runs_fastdrop(backend, route, tmp_path):
     seed = int(seeds_from_key_words(result["shared_words"]))
     expected, _ = fastdrop.dropout(x, 1 - worker.RATE, seed=seed, shared_axes=0)
     assert np.array_equal(result["shared"], expected)
+    # Rate 1, and a rate whose keep probability is below 2**-32: Keras's own layer served them.
     assert not result["rate_one"].any() and result["rate_one_calls"] == 0
     # model.fit: fastdrop's kernel ran once per step, seeded by each draw of the layer's
     # generator in turn, (seed, step).
