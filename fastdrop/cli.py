@@ -49,6 +49,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _repeats(text: str) -> int:
+    """A ``--repeats`` count: at least `bench.MIN_REPEATS`, so that every row has a spread."""
+    value = _positive_int(text)
+    if value < bench.MIN_REPEATS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {bench.MIN_REPEATS}, so that every row's repeats show how far "
+            f"they spread, got {text!r}")
+    return value
+
+
 def _dtype_name(text: str) -> str:
     """A ``--dtypes`` entry; bfloat16 where ml_dtypes is missing gets the command that installs
     it rather than argparse's list of valid choices, which leaves it out."""
@@ -252,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_positive_int, metavar="N",
                      help="fastdrop's thread count, fastdrop.set_num_threads(N) (default: "
                           "the current one)")
-    run.add_argument("--repeats", type=_positive_int, metavar="N",
+    run.add_argument("--repeats", type=_repeats, metavar="N",
                      help="timed calls per measurement (default: about "
                           f"{bench.REPEAT_SECONDS} s worth, {bench.MIN_REPEATS} to "
                           f"{bench.MAX_REPEATS})")

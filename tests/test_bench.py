@@ -278,6 +278,10 @@ def test_plan_timing():
     assert timing.plan_timing(1e-6, 0, 0.5, repeats=10).passes == ((4,), (4,), (2,))
     assert timing.plan_timing(5.0, 0, 0.8, repeats=5).passes == ((1, 1), (1, 1), (1,))
     assert timing.plan_timing(1e-6, 0, 0.8, repeats=1).passes == ((1,),)
+    # A count a batch could hold is cut in MIN_REPEATS batches, so that the row has a spread.
+    assert timing.plan_timing(1e-6, 0, 0.8, repeats=4).passes == ((2,), (2,))
+    assert timing.plan_timing(1e-6, 0, 0.8, repeats=12).passes == ((6,), (6,))
+    assert timing.plan_timing(1e-6, 0, 0.8, repeats=3).passes == ((2,), (1,))
 
 
 def test_short_calls_are_timed_in_batches_in_passes_interleaved_across_peers(clock):
@@ -441,13 +445,16 @@ def test_spread_and_descheduled():
 def test_uncertainty():
     assert noise.slowdown(None) == 0.0
     assert noise.slowdown(0.5) == pytest.approx(1.0)
-    assert noise.uncertainty(0.02, None, None, single_thread=False) == 0.02
-    assert noise.uncertainty(0.02, 0.3, 0.0, single_thread=True) == 0.3
-    assert noise.uncertainty(0.02, None, 0.05, single_thread=False) == pytest.approx(0.05 / 0.95)
+    assert noise.uncertainty(0.02, None, None, single_thread=False, batches=3) == 0.02
+    assert noise.uncertainty(0.02, 0.3, 0.0, single_thread=True, batches=3) == 0.3
+    assert noise.uncertainty(0.02, None, 0.05, single_thread=False, batches=3) == pytest.approx(0.05 / 0.95)
     # a peer on several threads under a contended machine has no bound; one on one thread is
     # judged by its own CPU clock, whatever the load
-    assert noise.uncertainty(0.0, None, noise.CONTENDED, single_thread=False) == math.inf
-    assert noise.uncertainty(0.01, 0.04, 0.9, single_thread=True) == 0.04
+    assert noise.uncertainty(0.0, None, noise.CONTENDED, single_thread=False, batches=3) == math.inf
+    assert noise.uncertainty(0.01, 0.04, 0.9, single_thread=True, batches=3) == 0.04
+    # one batch has no spread to show how far it is from a quiet machine's time
+    assert noise.uncertainty(0.0, 0.0, 0.0, single_thread=True, batches=1) == math.inf
+    assert noise.uncertainty(0.0, None, 0.0, single_thread=False, batches=1) == math.inf
 
 
 def test_cpu_load_counts_the_other_processes_busy_time(tmp_path, monkeypatch):
@@ -539,6 +546,15 @@ def test_single_thread_peers_take_the_one_thread_floor():
                                                   (peer(FORWARD_1_THREAD, True), timed(3e-6))])
     assert rows[1].floor == MEMORY_FLOOR and rows[1].ratio_to_floor == pytest.approx(3.0)
     assert rows[1].ratio_to_multiply is None and rows[1].speedup_over_textbook is None
+
+
+def test_a_row_of_one_batch_has_no_bound_and_decides_no_verdict():
+    one_batch = timing.Timing((1e-6,), None, 12)
+    rows = records.make_records(10**4, "float32", [(peer(MEMORY_FLOOR), one_batch),
+                                                   (peer(FORWARD), timed(1.1e-6))], busy_share=0.0)
+    assert rows[0].batches == 1 and rows[0].uncertainty == math.inf
+    [verdict] = [v for v in targets.evaluate(rows) if v.target.startswith(f"{FORWARD} <=")]
+    assert verdict.value == pytest.approx(1.1) and verdict.verdict == targets.UNDECIDED
 
 
 def array(size, dtype, rows, busy=0.0):

@@ -17,7 +17,7 @@ from fastdrop.bench.formatting import number
 from fastdrop.bench.targets import HALF_DTYPES
 from fastdrop.cli import build_parser, main
 
-TINY = ["bench", "--sizes", "1000", "--repeats", "1"]
+TINY = ["bench", "--sizes", "1000", "--repeats", "2"]
 SMALL_CHANNEL_SHAPE = (2, 3, 4, 5)
 CHANNEL_SHAPE = bench.CHANNEL_SHAPE  # before the autouse fixture below replaces it
 SMALL_BANDWIDTH_BYTES = 2**16
@@ -99,7 +99,7 @@ def test_bench_prints_a_row_per_peer_and_dtype(capsys):
         assert (cpu == "-") == (row[2] not in single)
         assert float(gbs) > 0
         assert floor.endswith("x") and multiply.endswith("x") and textbook.endswith("x")
-        assert calls == "1"  # --repeats 1: exactly one timed call, never re-measured
+        assert calls == "2"  # --repeats 2: exactly two timed calls, never re-measured
         assert note in ("", "noisy")
     by_peer = {(row[1], row[2]): row for row in rows}
     for dtype in bench.DEFAULT_DTYPES:
@@ -354,7 +354,7 @@ def test_bench_channel_table(capsys):
     assert rows[0][8] == "1.00x" and rows[0][9] == "-"  # no NumPy multiply on channels
     for row in rows:
         assert float(row[3]) > 0 and float(row[7]) > 0
-        assert row[10] == "1"
+        assert row[10] == "2"
     verdict = next(line for line in out.splitlines()
                    if line.startswith("fastdrop channel <= 1.1x memory floor"))
     assert "2x3x4x5" not in verdict and cells(verdict)[1:3] == ["float32", "120"]
@@ -459,6 +459,7 @@ def test_bench_threads_option_applies_during_the_run_only(capsys):
     (["bench", "--dtypes", "int32"], "--dtypes"),
     (["bench", "--threads", "0"], "--threads"),
     (["bench", "--repeats", "-1"], "--repeats"),
+    (["bench", "--repeats", "1"], "at least 2"),
     (["bench", "--json", "/nonexistent-dir/out.json"], "--json"),
     (["bench", "--plot", "/nonexistent-dir/out.png"], "--plot"),
     (["bench", "--no-such-option"], "unrecognized arguments"),
@@ -547,7 +548,7 @@ class NotInstalled:  # makes `import ml_dtypes` fail as where it is not installe
 
 sys.meta_path.insert(0, NotInstalled)
 from fastdrop.cli import main
-main(["bench", "--dtypes", "bfloat16", "--sizes", "1000", "--repeats", "1"])
+main(["bench", "--dtypes", "bfloat16", "--sizes", "1000", "--repeats", "2"])
 """
 
 

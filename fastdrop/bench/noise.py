@@ -122,7 +122,7 @@ def slowdown(busy_share: Optional[float]) -> float:
 
 
 def uncertainty(spread_: float, descheduled_: Optional[float], busy_share: Optional[float],
-                single_thread: bool) -> float:
+                single_thread: bool, batches: int) -> float:
     """A row's uncertainty: the fraction by which its minimum may still be inflated by noise.
 
     Parameters
@@ -135,14 +135,18 @@ def uncertainty(spread_: float, descheduled_: Optional[float], busy_share: Optio
         Others' share of the CPUs while the row's array was timed (`CpuLoad`).
     single_thread : bool
         Whether the peer runs on the calling thread alone.
+    batches : int
+        The row's timed batches.
 
     Returns
     -------
     float
-        For a single-thread peer, the larger of the spread and the descheduled share; for one on
+        Infinity for a row of one batch, whose spread nothing measured.  For a single-thread peer, the larger of the spread and the descheduled share; for one on
         several threads, the larger of the spread and the load's `slowdown`, or infinity under a
         load of `CONTENDED` or more.
     """
+    if batches < 2:
+        return math.inf
     if single_thread:
         return max(spread_, descheduled_ or 0.0)
     if busy_share is not None and busy_share >= CONTENDED:

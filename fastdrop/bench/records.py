@@ -134,7 +134,7 @@ def make_records(size: int, dtype, timed: Sequence[Tuple[Peer, Timing]],
             repeats=timing.calls, batches=len(timing.wall), remeasured=timing.remeasured,
             noisy=noise.disagrees(timing.wall, timing.cpu), busy_share=busy_share,
             uncertainty=noise.uncertainty(spread, descheduled, busy_share,
-                                          peer.single_thread)))
+                                          peer.single_thread, len(timing.wall))))
     return records
 
 

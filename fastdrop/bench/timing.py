@@ -97,8 +97,8 @@ def plan_timing(call_seconds: float, refill_seconds: float, keep_prob: float,
     many passes (up to `PASSES`) as that budget pays a warm-up call and a batch for: a peer whose
     call is slow gets few calls and passes (one warm-up and `MIN_REPEATS` timed calls, in one
     pass, where a call alone exceeds the budget) rather than a multiple of its cost.  With
-    `repeats`, exactly that many calls, the last batch taking the remainder, in up to `PASSES`
-    passes.  The batches are dealt over the passes, the earlier ones taking one more where they
+    `repeats`, exactly that many calls, in at least `MIN_REPEATS` batches where `repeats` allows,
+    the last batch taking the remainder, in up to `PASSES` passes.  The batches are dealt over the passes, the earlier ones taking one more where they
     do not divide evenly.
 
     Parameters
@@ -119,7 +119,8 @@ def plan_timing(call_seconds: float, refill_seconds: float, keep_prob: float,
     call_seconds = max(call_seconds, 1e-9)
     batch = min(max_batch(keep_prob), max(1, math.ceil(BATCH_SECONDS / call_seconds)))
     if repeats is not None:
-        batch = min(batch, repeats)
+        # At least MIN_REPEATS batches where the count allows: one batch has no spread.
+        batch = min(batch, max(1, math.ceil(repeats / MIN_REPEATS)))
         sizes = [batch] * (repeats // batch) + ([repeats % batch] if repeats % batch else [])
         passes = min(PASSES, len(sizes))
     else:
