@@ -666,8 +666,6 @@ def test_check_memory_adds_the_largest_scratch_of_a_groups_peers():
         runner.check_memory(groups, int(needed) - 1)
     assert "of memory is available" in str(refusal.value)
     runner.check_memory(groups, None)  # unknown: not checked
-    with pytest.raises(runner.SizeRefused, match="bandwidth"):
-        runner.check_memory(groups, 10**9, bandwidth_bytes=2 * 10**9)
 
 
 class Terminal(io.StringIO):

@@ -506,6 +506,24 @@ def test_sizes_that_cannot_fit_are_refused_before_anything_runs(monkeypatch, cap
               "--no-channel"])
 
 
+def test_bandwidth_arrays_that_cannot_fit_skip_the_bandwidth_not_the_run(monkeypatch, capsys):
+    """A last-level cache of 1 GiB asks for two 4 GiB arrays: with 3 GB available the bandwidth
+    is left out with a note, and the arrays asked for still run."""
+    ran = []
+    monkeypatch.setattr(bench.machine, "last_level_cache", lambda: 2**30)
+    monkeypatch.setattr(bench, "available_memory", lambda: 3 * 10**9)
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: ran.append(kwargs) or
+                        bench.Results(0.8, []))
+    assert main(["bench", "--sizes", "1000", "--no-channel"]) == 0
+    err = capsys.readouterr().err
+    assert [kwargs["bandwidth_bytes"] for kwargs in ran] == [None]
+    assert "bandwidth is skipped" in err and "4.3 GB" in err and "3.0 GB" in err
+    # where they fit, they are measured
+    monkeypatch.setattr(bench, "available_memory", lambda: 9 * 10**9)
+    assert main(["bench", "--sizes", "1000", "--no-channel"]) == 0
+    assert ran[-1]["bandwidth_bytes"] == 4 * 2**30
+
+
 def test_info(capsys):
     assert main(["info"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -117,8 +117,7 @@ def plan(sizes: Sequence[int], dtypes: Sequence[str],
     return groups
 
 
-def check_memory(groups: Sequence[Group], available: Optional[int],
-                 bandwidth_bytes: int = 0) -> None:
+def check_memory(groups: Sequence[Group], available: Optional[int]) -> None:
     """Refuse a run whose largest array, with what its peers allocate, cannot fit.
 
     Parameters
@@ -126,8 +125,6 @@ def check_memory(groups: Sequence[Group], available: Optional[int],
     groups : sequence of Group
     available : int or None
         Bytes available (`fastdrop.bench.machine.available_memory`); None skips the check.
-    bandwidth_bytes : int, optional
-        Bytes the bandwidth measurement holds (its two arrays), 0 when it is skipped.
 
     Raises
     ------
@@ -144,9 +141,6 @@ def check_memory(groups: Sequence[Group], available: Optional[int],
                 f"{format_bytes(needed)} (the input, its working copy and the peers' scratch), "
                 f"but only {format_bytes(available)} of memory is available; choose smaller "
                 "--sizes")
-    if bandwidth_bytes > available:
-        raise SizeRefused(f"the bandwidth measurement needs {format_bytes(bandwidth_bytes)}, "
-                          f"but only {format_bytes(available)} of memory is available")
 
 
 def run_groups(groups: Sequence[Group], keep_prob: float = DEFAULT_KEEP_PROB,
