@@ -185,9 +185,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except bench.SizeRefused as refusal:
             print(f"fastdrop bench: error: {refusal}", file=sys.stderr)
             return 2
-        results = bench.run(args.sizes, args.dtypes, args.keep_prob, args.repeats,
-                            progress=progress_bar(sys.stderr), channel_shape=channel_shape,
-                            bandwidth_bytes=bandwidth_bytes)
+        try:
+            results = bench.run(args.sizes, args.dtypes, args.keep_prob, args.repeats,
+                                progress=progress_bar(sys.stderr), channel_shape=channel_shape,
+                                bandwidth_bytes=bandwidth_bytes)
+        except MemoryError as error:
+            # Where the OS does not say how much memory is free, the check above cannot refuse.
+            print(f"\nfastdrop bench: error: out of memory ({error}); choose smaller --sizes",
+                  file=sys.stderr)
+            return 2
         machine = bench.machine_info()
     finally:
         fastdrop.set_num_threads(previous)

@@ -506,6 +506,42 @@ def test_sizes_that_cannot_fit_are_refused_before_anything_runs(monkeypatch, cap
               "--no-channel"])
 
 
+def test_where_the_os_does_not_say_what_is_free_an_allocation_failure_is_an_error(monkeypatch,
+                                                                                  capsys):
+    monkeypatch.setattr(bench, "available_memory", lambda: None)
+    assert main(["bench", "--sizes", "1e15", "--dtypes", "float32", "--no-bandwidth",
+                 "--no-channel"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "error: out of memory" in err and "--sizes" in err
+    assert "Traceback" not in err
+
+
+def test_available_memory_without_proc_meminfo(monkeypatch):
+    """Without /proc/meminfo: the free pages where the OS counts them, else (macOS) all the
+    physical memory, else unknown."""
+    real_open = open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    names = {"SC_AVPHYS_PAGES": 1000, "SC_PHYS_PAGES": 4000, "SC_PAGE_SIZE": 4096}
+
+    def sysconf(name):
+        if name not in names:
+            raise ValueError(f"unrecognized configuration name {name!r}")
+        return names[name]
+
+    monkeypatch.setattr(os, "sysconf", sysconf)
+    assert bench.available_memory() == 1000 * 4096
+    del names["SC_AVPHYS_PAGES"]
+    assert bench.available_memory() == 4000 * 4096
+    monkeypatch.delattr(os, "sysconf")
+    assert bench.available_memory() is None
+
+
 def test_bandwidth_arrays_that_cannot_fit_skip_the_bandwidth_not_the_run(monkeypatch, capsys):
     """A last-level cache of 1 GiB asks for two 4 GiB arrays: with 3 GB available the bandwidth
     is left out with a note, and the arrays asked for still run."""

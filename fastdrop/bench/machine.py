@@ -90,7 +90,8 @@ def available_memory() -> Optional[int]:
     -------
     int or None
         MemAvailable of /proc/meminfo (Linux), else the free physical pages times the page
-        size (other POSIX systems), else None (the size check is then skipped).
+        size (other POSIX systems), else all the physical memory (macOS, which does not count
+        its free pages), else None (the size check is then skipped).
     """
     try:
         with open("/proc/meminfo", encoding="ascii", errors="replace") as meminfo:
@@ -100,10 +101,14 @@ def available_memory() -> Optional[int]:
                     return int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
+        try:
+            count, page = os.sysconf(pages), os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            continue
+        if count > 0 and page > 0:
+            return count * page
+    return None
 
 
 def last_level_cache() -> Optional[int]:
