@@ -479,6 +479,11 @@ def test_cpu_load_counts_the_other_processes_busy_time(tmp_path, monkeypatch):
     assert load.busy_share(before, after) == pytest.approx(3 / 8)
     assert load.busy_share(None, after) is None
     assert noise.CpuLoad(str(tmp_path / "missing")).snapshot() is None
+    # what Linux does not write leaves the load unknown rather than stopping the run
+    for text in ["cpu  1 2 3 4\n", "cpu  1 2 3 4 5 6 7 n/a 0 0\n", "intr 1 2 3 4 5 6 7 8 9\n",
+                 "", "cpu  1 2 3 4 5 6 7 \u00b5 0 0\n"]:
+        stat.write_text(text, encoding="utf-8")
+        assert load.snapshot() is None, text
 
 
 @pytest.mark.parametrize("rows, noisy, busy, level", [

@@ -182,14 +182,16 @@ class CpuLoad:
             self.tick = 0.01
 
     def _machine_busy(self) -> Optional[float]:
+        # A file that is not what Linux writes (an emulation's, a short one) leaves the load
+        # unknown rather than stopping the run.
         try:
             with open(self.stat_path, encoding="ascii") as stat:
                 fields = stat.readline().split()
-        except OSError:
+            if not fields or fields[0] != "cpu" or len(fields) < 9:
+                return None
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+        except (OSError, ValueError):
             return None
-        if not fields or fields[0] != "cpu" or len(fields) < 9:
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
         return (user + nice + system + irq + softirq + steal) * self.tick
 
     def snapshot(self) -> Optional[CpuSnapshot]:
