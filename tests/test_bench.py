@@ -119,6 +119,43 @@ def test_the_floor_peers_leave_the_data_and_run_on_their_threads(monkeypatch):
     assert seen == [(True, 0, 2), (True, 0, 1)]
 
 
+def test_the_textbook_peer_leaves_numpys_global_generator_where_it_was():
+    ws = Workspace.create(1000, "float32", 0.8)
+    np.random.seed(7)
+    want = np.random.rand(3)
+    np.random.seed(7)
+    with registry()[TEXTBOOK].prepare(ws) as call:
+        dropped = call()
+    assert np.count_nonzero(dropped) < dropped.size  # it drew and dropped
+    np.testing.assert_array_equal(np.random.rand(3), want)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs PyTorch")
+@pytest.mark.parametrize("name, broken", [("PyTorch dropout 1 thread", "from_numpy"),
+                                          ("PyTorch nn.Dropout module", "ones_like")])
+def test_the_torch_peers_restore_torchs_threads_when_their_set_up_fails(name, broken,
+                                                                        monkeypatch):
+    import torch
+
+    class SetUpFailed(Exception):
+        pass
+
+    def fail(*args, **kwargs):
+        raise SetUpFailed
+
+    ws = Workspace.create(1000, "float32", 0.8)
+    before = torch.get_num_threads()
+    fastdrop.set_num_threads(1 if before > 1 else 2)  # one the peer would set torch to
+    monkeypatch.setattr(torch, broken, fail)
+    try:
+        with pytest.raises(SetUpFailed):
+            with registry()[name].prepare(ws):
+                pass
+    finally:
+        fastdrop.set_num_threads(_core.default_num_threads())
+    assert torch.get_num_threads() == before
+
+
 @pytest.mark.parametrize("backward", [False, True])
 def test_the_jax_peers_compute_dropout_and_its_gradient(backward):
     """fastdrop.jax's rows run fastdrop's mask for their key (its gradient: the mask over q);

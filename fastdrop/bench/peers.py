@@ -220,7 +220,13 @@ def _numpy_multiply(ws: Workspace) -> Iterator[Callable[[], object]]:
 
 @contextmanager
 def _textbook(ws: Workspace) -> Iterator[Callable[[], object]]:
-    yield lambda: textbook_dropout(ws.x, ws.keep_prob)
+    """The seed thread's code draws from NumPy's global generator: its state is put back on
+    exit, so that a caller's seeded np.random stream reads on as if the bench had not run."""
+    state = np.random.get_state()
+    try:
+        yield lambda: textbook_dropout(ws.x, ws.keep_prob)
+    finally:
+        np.random.set_state(state)
 
 
 @contextmanager
@@ -280,10 +286,10 @@ def _torch_dropout(ws: Workspace, single_thread: bool,
     torch = torch_module()
     dropout = getattr(torch.nn.functional, function)
     previous = torch.get_num_threads()
-    torch.set_num_threads(_bench_threads(single_thread))
-    tensor = torch.from_numpy(ws.x)
     p = 1.0 - ws.keep_prob
     try:
+        torch.set_num_threads(_bench_threads(single_thread))
+        tensor = torch.from_numpy(ws.x)
         yield lambda: dropout(tensor, p, training=True, inplace=True)
     finally:
         torch.set_num_threads(previous)
@@ -298,17 +304,17 @@ def _torch_module(ws: Workspace, fastdrop_layer: bool) -> Iterator[Callable[[], 
     import fastdrop.torch as fastdrop_torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(fastdrop.get_num_threads())
     p = 1.0 - ws.keep_prob
-    layer = fastdrop_torch.Dropout(p) if fastdrop_layer else torch.nn.Dropout(p)
-    x = torch.from_numpy(ws.x).requires_grad_()
-    gradient = torch.ones_like(x)
-
-    def step():
-        layer(x).backward(gradient)
-        x.grad = None
-
     try:
+        torch.set_num_threads(fastdrop.get_num_threads())
+        layer = fastdrop_torch.Dropout(p) if fastdrop_layer else torch.nn.Dropout(p)
+        x = torch.from_numpy(ws.x).requires_grad_()
+        gradient = torch.ones_like(x)
+
+        def step():
+            layer(x).backward(gradient)
+            x.grad = None
+
         yield step
     finally:
         torch.set_num_threads(previous)
