@@ -75,6 +75,9 @@ def _json_path(text: str) -> str:
         raise argparse.ArgumentTypeError(f"directory {directory!r} does not exist")
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    # "" and "name/" pass the checks above (abspath drops the slash) but open no file.
+    if not os.path.basename(text):
+        raise argparse.ArgumentTypeError(f"{text!r} names no file")
     return text
 
 

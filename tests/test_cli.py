@@ -18,6 +18,8 @@ from fastdrop.bench.targets import HALF_DTYPES
 from fastdrop.cli import build_parser, main
 
 TINY = ["bench", "--sizes", "1000", "--repeats", "2"]
+QUICK = ["--sizes", "1000", "--repeats", "2", "--dtypes", "float32", "--no-channel",
+         "--no-bandwidth"]
 SMALL_CHANNEL_SHAPE = (2, 3, 4, 5)
 CHANNEL_SHAPE = bench.CHANNEL_SHAPE  # before the autouse fixture below replaces it
 SMALL_BANDWIDTH_BYTES = 2**16
@@ -462,6 +464,10 @@ def test_bench_threads_option_applies_during_the_run_only(capsys):
     (["bench", "--repeats", "1"], "at least 2"),
     (["bench", "--json", "/nonexistent-dir/out.json"], "--json"),
     (["bench", "--plot", "/nonexistent-dir/out.png"], "--plot"),
+    # quick options besides, so that a path accepted by mistake fails fast, after the run
+    (["bench", "--json", "", *QUICK], "names no file"),
+    (["bench", "--json", "no-such-dir/", *QUICK], "names no file"),
+    (["bench", "--plot", "", *QUICK], "names no file"),
     (["bench", "--no-such-option"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
 ])
