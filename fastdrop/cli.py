@@ -140,14 +140,19 @@ def progress_bar(stream: TextIO, clock: Callable[[], float] = time.monotonic) ->
 
     def progress(done: float, total: float, label: str) -> None:
         fraction = min(1.0, done / total) if total > 0 else 1.0
+        # Only the run's closing call, without a label, is the end: the re-measures of the last
+        # array come after the estimate's work is all done.
+        finished = fraction >= 1.0 and not label
         if not interactive:
-            if fraction < 1.0 and fraction - logged[0] < LOG_STEP:
+            if not finished and fraction - logged[0] < LOG_STEP:
                 return
             logged[0] = fraction
         filled = int(BAR_WIDTH * fraction)
         elapsed = clock() - start
-        if fraction >= 1.0:
+        if finished:
             left = f"done in {_duration(elapsed)}"
+        elif fraction >= 1.0:
+            left = "finishing"
         elif fraction > 0:
             left = f"about {_duration(elapsed * (1 - fraction) / fraction)} left"
         else:
@@ -155,7 +160,7 @@ def progress_bar(stream: TextIO, clock: Callable[[], float] = time.monotonic) ->
         text = (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {left}  "
                 f"{label}").rstrip()
         if interactive:
-            stream.write(f"\r\033[K{text}" + ("\n" if fraction >= 1.0 else ""))
+            stream.write(f"\r\033[K{text}" + ("\n" if finished else ""))
         else:
             stream.write(text + "\n")
         stream.flush()

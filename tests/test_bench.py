@@ -728,17 +728,24 @@ def test_progress_bar_estimates_the_time_left():
     progress(10.0, 40.0, "second")
     now[0] = 10.5
     progress(10.5, 40.0, "hidden")  # off a terminal, less than 5% more is not logged
+    now[0] = 90.0
+    # the last array's re-measures come after the estimate's end: not done until the run says
+    progress(40.0, 40.0, "floor re-measure")
+    progress(40.0, 40.0, "forward re-measure")
     now[0] = 95.0
     progress(40.0, 40.0, "")
     lines = stream.getvalue().splitlines()
     assert lines == ["[....................]   0% estimating the time left  first",
                      "[#####...............]  25% about 30 s left  second",
+                     "[####################] 100% finishing  floor re-measure",
                      "[####################] 100% done in 1 min 35 s"]
     terminal = Terminal(tty=True)
     progress = progress_bar(terminal, clock=lambda: 0.0)
     progress(1.0, 2.0, "half")
+    progress(2.0, 2.0, "re-measure")
     progress(2.0, 2.0, "")
-    assert terminal.getvalue().count("\r\033[K") == 2 and terminal.getvalue().endswith("\n")
+    assert terminal.getvalue().count("\r\033[K") == 3 and terminal.getvalue().count("\n") == 1
+    assert terminal.getvalue().endswith("done in 0 s\n")
 
 
 def test_format_records_marks_noisy_and_remeasured_rows():
