@@ -90,6 +90,8 @@ cdef extern from "fd_dropout.h":
     const char *fd_simd_name(fd_simd path) nogil
     int fd_openmp_enabled() nogil
     int fd_default_num_threads() nogil
+    void fd_num_threads_set(int num_threads) nogil
+    int fd_num_threads() nogil
     int fd_thread_limit() nogil
     void fd_thread_limit_lift() nogil
 
@@ -103,11 +105,6 @@ cdef extern from "fd_memory.h":
 
 cdef extern from "fd_xla_ffi.h":
     void *fd_xla_ffi_dropout(void *call_frame) nogil
-    void fd_xla_ffi_set_num_threads(int num_threads) nogil
-
-
-cdef int _num_threads = fd_default_num_threads()
-fd_xla_ffi_set_num_threads(_num_threads)
 
 
 def xla_ffi_handler():
@@ -144,14 +141,12 @@ def set_simd_path(str name):
 
 
 def set_num_threads(int n):
-    global _num_threads
-    _num_threads = n
-    fd_xla_ffi_set_num_threads(n)
+    fd_num_threads_set(n)
     fd_thread_limit_lift()
 
 
 def get_num_threads():
-    return min(_num_threads, fd_thread_limit())
+    return min(fd_num_threads(), fd_thread_limit())
 
 
 # The memory passes of `fastdrop bench` (src_c/fd_memory.h): not dropout API, so they check only
@@ -246,7 +241,7 @@ cdef fd_params _params(int ndim, const cnp.npy_intp *shape, const cnp.npy_intp *
     p.in_strides = in_strides
     p.out_strides = out_strides
     p.shared_axes = flags
-    p.num_threads = _num_threads
+    p.num_threads = fd_num_threads()
     return p
 
 

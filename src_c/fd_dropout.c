@@ -772,3 +772,16 @@ int fd_default_num_threads(void)
     return 1;
 #endif
 }
+
+/* 0 until set; a plain int, as active_path: a call reads a whole int, old or new. */
+static int num_threads_setting = 0;
+
+void fd_num_threads_set(int num_threads)
+{
+    num_threads_setting = num_threads;
+}
+
+int fd_num_threads(void)
+{
+    return num_threads_setting > 0 ? num_threads_setting : fd_default_num_threads();
+}

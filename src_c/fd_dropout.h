@@ -124,6 +124,12 @@ const char *fd_simd_name(fd_simd path);
 int fd_openmp_enabled(void);
 int fd_default_num_threads(void);
 
+/* The threads a front end's call may use (fastdrop.set_num_threads): one setting for the Python
+ * front end and the XLA FFI handler alike, fd_default_num_threads() until set.  Each call reads
+ * it once, into fd_params.num_threads. */
+void fd_num_threads_set(int num_threads);
+int fd_num_threads(void);
+
 /*
  * Fork safety (SPEC §8).  A child made by fork() inherits the OpenMP runtime's thread pool
  * without its threads, and libgomp hangs in the first parallel region the forking thread starts

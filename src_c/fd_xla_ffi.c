@@ -129,13 +129,6 @@ typedef struct fd_xla_call_frame {
 
 /* ------------------------------------------------------------------------------------------ */
 
-static int handler_num_threads = 1;
-
-void fd_xla_ffi_set_num_threads(int num_threads)
-{
-    handler_num_threads = num_threads;
-}
-
 /* An XLA error with a message (a string literal: XLA copies it). */
 static void *error(const fd_xla_api *api, int code, const char *message)
 {
@@ -329,7 +322,7 @@ void *fd_xla_ffi_dropout(void *frame_pointer)
     p.in_strides = in_strides;
     p.out_strides = out_strides;
     p.shared_axes = shared;
-    p.num_threads = handler_num_threads;
+    p.num_threads = fd_num_threads();
 
     /* One kernel call per key: keyed[] holds the keyed axes innermost first, and position[]
      * counts through them like an odometer. */

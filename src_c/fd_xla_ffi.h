@@ -38,8 +38,4 @@
  * XLA_FFI_Error that XLA reports to the caller.  Both are opaque here. */
 void *fd_xla_ffi_dropout(void *call_frame);
 
-/* The num_threads of the handler's calls (fd_params.num_threads); fd_default_num_threads()
- * until set.  Safe from any thread: a call reads it once. */
-void fd_xla_ffi_set_num_threads(int num_threads);
-
 #endif /* FD_XLA_FFI_H */

@@ -762,8 +762,19 @@ static void test_fork(void)
 #endif
 }
 
+/* The front ends' thread setting: the default until set, then what was set. */
+static void test_num_threads_setting(void)
+{
+    CHECK(fd_num_threads() == fd_default_num_threads(),
+          "unset, the thread count is not the default");
+    fd_num_threads_set(3);
+    CHECK(fd_num_threads() == 3, "the thread count set is not the one read");
+    fd_num_threads_set(fd_default_num_threads());
+}
+
 int main(void)
 {
+    test_num_threads_setting();
     test_known_answers();
     int max_threads = fd_openmp_enabled() ? 3 : 1;
     test_kernels(max_threads);
