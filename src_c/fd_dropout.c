@@ -532,10 +532,11 @@ void fd_thread_limit_lift(void)
         thread_limit = INT_MAX;
 }
 
-static int effective_threads(const fd_params *p, uint64_t elements, uint64_t tiles)
+/* See fd_kernels.h. */
+int fd_tiles_threads(int requested, int small, uint64_t tiles)
 {
-    int threads = p->num_threads < thread_limit ? p->num_threads : thread_limit;
-    if (elements < FD_PARALLEL_MIN_ELEMENTS || threads < 1)
+    int threads = requested < thread_limit ? requested : thread_limit;
+    if (small || threads < 1)
         threads = 1;
     if ((uint64_t)threads > tiles)
         threads = (int)tiles;
@@ -677,7 +678,10 @@ static fd_status run(call *c)
         c->tile = c->tile < fits ? c->tile : fits;
     }
     int64_t tiles = (int64_t)((c->L.mask_size + c->tile - 1) / c->tile);
-    fd_tiles_run(tiles, effective_threads(p, c->L.elements, (uint64_t)tiles), call_tile, c);
+    fd_tiles_run(tiles,
+                 fd_tiles_threads(p->num_threads, c->L.elements < FD_PARALLEL_MIN_ELEMENTS,
+                                  (uint64_t)tiles),
+                 call_tile, c);
     return FD_OK;
 }
 
@@ -719,7 +723,10 @@ fd_status fd_mask_generate(const fd_params *p, uint8_t *bits)
         return status;
     generate g = {p, kernels_for(fd_simd_active()), L.mask_size, bits};
     int64_t tiles = (int64_t)((L.mask_size + FD_TILE_MAX_DECISIONS - 1) / FD_TILE_MAX_DECISIONS);
-    fd_tiles_run(tiles, effective_threads(p, L.mask_size, (uint64_t)tiles), generate_tile, &g);
+    fd_tiles_run(tiles,
+                 fd_tiles_threads(p->num_threads, L.mask_size < FD_PARALLEL_MIN_ELEMENTS,
+                                  (uint64_t)tiles),
+                 generate_tile, &g);
     return FD_OK;
 }
 

@@ -379,4 +379,8 @@ FD_DEFINE_ELEMENT(f64, double, double, uint64_t, FD_IDENTITY, FD_IDENTITY)
 typedef void (*fd_tile_fn)(const void *ctx, int64_t t);
 void fd_tiles_run(int64_t tiles, int threads, fd_tile_fn fn, const void *ctx);
 
+/* The threads for fd_tiles_run: `requested` within fd_thread_limit(), one for work too `small`
+ * to be worth a team of threads, and no more than there are tiles.  Defined in fd_dropout.c. */
+int fd_tiles_threads(int requested, int small, uint64_t tiles);
+
 #endif /* FD_KERNELS_H */

@@ -10,20 +10,14 @@
 
 #include "fd_kernels.h"
 
-static int memory_threads(size_t nbytes, int64_t tiles, int num_threads)
+/* fn over the tiles of a pass over `nbytes`, on up to num_threads threads. */
+static void run_pass(size_t nbytes, int num_threads, fd_tile_fn fn, const void *ctx)
 {
-    int limit = fd_thread_limit();
-    int threads = num_threads < limit ? num_threads : limit;
-    if (nbytes < FD_MEMORY_PARALLEL_MIN_BYTES || threads < 1)
-        threads = 1;
-    if ((int64_t)threads > tiles)
-        threads = (int)tiles;
-    return threads;
-}
-
-static int64_t memory_tiles(size_t nbytes)
-{
-    return (int64_t)((nbytes + FD_MEMORY_TILE_BYTES - 1) / FD_MEMORY_TILE_BYTES);
+    int64_t tiles = (int64_t)((nbytes + FD_MEMORY_TILE_BYTES - 1) / FD_MEMORY_TILE_BYTES);
+    fd_tiles_run(tiles,
+                 fd_tiles_threads(num_threads, nbytes < FD_MEMORY_PARALLEL_MIN_BYTES,
+                                  (uint64_t)tiles),
+                 fn, ctx);
 }
 
 /* Bytes [t * FD_MEMORY_TILE_BYTES, ...) of a pass over `nbytes`: the tile's offset and length. */
@@ -98,8 +92,7 @@ void fd_memory_xor(void *data, size_t nbytes, uint64_t pattern, int num_threads)
     for (int b = 0; b < 8; b++)
         x.bytes[b] = (unsigned char)(pattern >> (8 * b));
     memcpy(&x.word, x.bytes, 8);
-    int64_t tiles = memory_tiles(nbytes);
-    fd_tiles_run(tiles, memory_threads(nbytes, tiles, num_threads), xor_tile, &x);
+    run_pass(nbytes, num_threads, xor_tile, &x);
 }
 
 typedef struct copy_pass {
@@ -119,8 +112,7 @@ static void copy_tile(const void *ctx, int64_t t)
 void fd_memory_copy(const void *in, void *out, size_t nbytes, int num_threads)
 {
     copy_pass c = {in, out, nbytes};
-    int64_t tiles = memory_tiles(nbytes);
-    fd_tiles_run(tiles, memory_threads(nbytes, tiles, num_threads), copy_tile, &c);
+    run_pass(nbytes, num_threads, copy_tile, &c);
 }
 
 typedef struct scale_pass {
@@ -145,6 +137,5 @@ static void scale_tile(const void *ctx, int64_t t)
 void fd_memory_scale_f64(const double *in, double *out, size_t n, double scale, int num_threads)
 {
     scale_pass s = {in, out, n * sizeof(double), scale};
-    int64_t tiles = memory_tiles(s.nbytes);
-    fd_tiles_run(tiles, memory_threads(s.nbytes, tiles, num_threads), scale_tile, &s);
+    run_pass(s.nbytes, num_threads, scale_tile, &s);
 }
